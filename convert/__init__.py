@@ -1,0 +1,1 @@
+"""Desk stage 2: Keras model to full-int8 TFLite with its JSON contract and model card."""

@@ -1,0 +1,254 @@
+"""Streaming emotion classification: audio chunks in, one result per completed window out.
+
+One path serves the microphone, files and training alike:
+
+    chunk ─▶ Resampler ─▶ StreamingFrontend ─▶ frame ring ─▶ window every hop ─▶ Model
+                                         └─▶ SpeechDetector ─┘
+
+Window i covers frames [i*hop, i*hop + window) and its times come from the sample
+counter, never the clock. ``make_windows`` cuts the same windows from a whole clip's
+frames; training imports it so the model sees exactly what the device sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.audio import AudioError, check_signal, read_audio
+from edge.frontend import Frontend, FrontendSettings, StreamingFrontend
+from edge.model import EMOTIONS, Model
+from edge.resample import Resampler
+from edge.speech import SpeechDetector, SpeechSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """The verdict on one window of audio."""
+
+    start_s: float
+    """Window start in seconds from the first sample of the stream."""
+    end_s: float
+    """Window end in seconds (start of the last frame plus its length)."""
+    probs: np.ndarray
+    """Probability per label, in EMOTIONS order."""
+    speech: bool
+    """Whether the window held enough speech to be worth a verdict."""
+    speech_ratio: float
+    """Share of the window's frames that the speech detector marked as speech."""
+
+    @property
+    def label(self) -> str:
+        return EMOTIONS[int(np.argmax(self.probs))]
+
+    def to_dict(self) -> dict:
+        return {
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "label": self.label,
+            "probs": probs_dict(self.probs),
+            "speech": self.speech,
+        }
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    """The verdict on a whole clip: the mean over its speech windows."""
+
+    probs: np.ndarray
+    duration_s: float
+    speech: bool
+    windows: tuple[WindowResult, ...]
+
+    @property
+    def label(self) -> str:
+        return EMOTIONS[int(np.argmax(self.probs))]
+
+    def to_dict(self, path: str | None = None) -> dict:
+        out = {} if path is None else {"path": path}
+        out.update(label=self.label, probs=probs_dict(self.probs), duration_s=round(self.duration_s, 3), speech=self.speech)
+        return out
+
+
+def probs_dict(probs: np.ndarray) -> dict[str, float]:
+    return {label: round(float(p), 4) for label, p in zip(EMOTIONS, probs)}
+
+
+def make_windows(frames: np.ndarray, window_frames: int, hop_frames: int, pad: bool = True) -> np.ndarray:
+    """Windows of shape (n, window_frames, coefficients) starting every ``hop_frames``.
+
+    A clip shorter than one window is repeated end to end to fill it (``pad=True``): the
+    window then holds only the speaker's own sound, never an artificial silence.
+    """
+    n = frames.shape[0]
+    if n < window_frames:
+        if not pad or n == 0:
+            return np.zeros((0, window_frames, frames.shape[1]), dtype=frames.dtype)
+        frames = np.resize(frames, (window_frames, frames.shape[1]))  # np.resize repeats rows
+        n = window_frames
+    count = 1 + (n - window_frames) // hop_frames
+    view = np.lib.stride_tricks.sliding_window_view(frames, window_frames, axis=0)  # (n-w+1, C, w)
+    return np.ascontiguousarray(view[: (count - 1) * hop_frames + 1 : hop_frames].transpose(0, 2, 1))
+
+
+def clip_windows(
+    audio16k: np.ndarray,
+    frontend: FrontendSettings | Frontend,
+    window_s: float,
+    hop_s: float,
+    speech: SpeechSettings | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Un-normalised windows (n, frames, coefficients) of a whole 16 kHz clip and each one's speech ratio.
+
+    The batch twin of StreamingClassifier for training and evaluation: the same frames,
+    the same window positions, the same speech flags, and short clips padded the same way.
+    Pass a ``Frontend`` instead of its settings to reuse its precomputed matrices.
+    """
+    fe = frontend if isinstance(frontend, Frontend) else Frontend(frontend)
+    window_frames, hop_frames = fe.settings.window_frames(window_s), fe.settings.hop_frames(hop_s)
+    mfcc, log_energy = fe.features(audio16k)
+    flags = SpeechDetector(fe.settings, speech).process(log_energy).astype(np.float32)
+    windows = make_windows(mfcc, window_frames, hop_frames)
+    ratios = make_windows(flags[:, None], window_frames, hop_frames)[:, :, 0].mean(axis=1)
+    return windows, ratios
+
+
+class StreamingClassifier:
+    """Feed audio chunks of any size; get a WindowResult for every window they complete."""
+
+    def __init__(self, model: Model | None = None, speech: SpeechSettings | None = None) -> None:
+        self.model = model if model is not None else Model()
+        c = self.model.contract
+        self.frontend_settings = c.frontend
+        self.window_frames = c.window_frames
+        self.hop_frames = c.hop_frames
+        self._frontend = StreamingFrontend(c.frontend)
+        self._speech = SpeechDetector(c.frontend, speech)
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear every buffer and counter; the next chunk starts a new stream at 0 s."""
+        self._frontend.reset()
+        self._speech.reset()
+        self._resampler: Resampler | None = None
+        self._frames = np.zeros((0, self.frontend_settings.n_ceps), dtype=np.float32)
+        self._flags = np.zeros(0, dtype=bool)
+        self._first_frame = 0  # absolute index of self._frames[0]
+        self._next_window = 0  # absolute frame index where the next window starts
+
+    @property
+    def sample_rate_hz(self) -> int | None:
+        """Rate of the stream being fed, fixed by the first chunk."""
+        return None if self._resampler is None else self._resampler.in_rate_hz
+
+    @property
+    def seconds_seen(self) -> float:
+        """Audio fed so far, in seconds of the frontend's clock."""
+        return self._frontend.samples_seen / self.frontend_settings.sample_rate_hz
+
+    def process(self, chunk: np.ndarray, sample_rate_hz: int) -> list[WindowResult]:
+        """Add a chunk (int16, or float in [-1, 1]) at ``sample_rate_hz``; return completed windows."""
+        audio = np.asarray(chunk)
+        if audio.dtype == np.int16:
+            audio = audio.astype(np.float32) / 32768.0  # int16 full scale is 2**15
+        elif not np.issubdtype(audio.dtype, np.floating):
+            raise TypeError(f"audio chunks must be int16 or float32, got {audio.dtype}")
+        if audio.ndim != 1:
+            raise ValueError(f"audio chunks must be mono 1-D arrays, got shape {audio.shape}")
+        if self._resampler is None:
+            self._resampler = Resampler(sample_rate_hz, self.frontend_settings.sample_rate_hz)
+        elif sample_rate_hz != self._resampler.in_rate_hz:
+            raise ValueError(f"the stream started at {self._resampler.in_rate_hz} Hz and cannot change to {sample_rate_hz} Hz; call reset() first")
+        return self._consume(self._resampler.process(audio))
+
+    def flush(self) -> list[WindowResult]:
+        """End of stream: let the resampler's tail through (windows still need full length)."""
+        if self._resampler is None:
+            return []
+        return self._consume(self._resampler.flush())
+
+    def _consume(self, audio16k: np.ndarray) -> list[WindowResult]:
+        mfcc, log_energy = self._frontend.process(audio16k)
+        if mfcc.shape[0] == 0:
+            return []
+        self._frames = np.concatenate((self._frames, mfcc))
+        self._flags = np.concatenate((self._flags, self._speech.process(log_energy)))
+        end = self._first_frame + self._frames.shape[0]
+        starts = []
+        while self._next_window + self.window_frames <= end:
+            starts.append(self._next_window)
+            self._next_window += self.hop_frames
+        results = self._classify(starts)
+        # Keep only the frames a future window can still use.
+        drop = min(self._next_window - self._first_frame, self._frames.shape[0])
+        if drop > 0:
+            self._frames = self._frames[drop:]
+            self._flags = self._flags[drop:]
+            self._first_frame += drop
+        return results
+
+    def _classify(self, starts: list[int]) -> list[WindowResult]:
+        if not starts:
+            return []
+        offsets = [s - self._first_frame for s in starts]
+        windows = np.stack([self._frames[o : o + self.window_frames] for o in offsets])
+        ratios = [float(self._flags[o : o + self.window_frames].mean()) for o in offsets]
+        return self._results(windows, starts, ratios)
+
+    def _results(self, windows: np.ndarray, starts: list[int], ratios: list[float]) -> list[WindowResult]:
+        s = self.frontend_settings
+        probs = self.model.predict(windows)
+        span = (self.window_frames - 1) * s.hop_samples + s.win_samples
+        min_ratio = self._speech.settings.min_speech_ratio
+        return [
+            WindowResult(
+                start_s=start * s.hop_samples / s.sample_rate_hz,
+                end_s=(start * s.hop_samples + span) / s.sample_rate_hz,
+                probs=p,
+                speech=ratio >= min_ratio and ratio > 0,
+                speech_ratio=ratio,
+            )
+            for start, p, ratio in zip(starts, probs, ratios)
+        ]
+
+    def classify_clip(self, audio: np.ndarray, sample_rate_hz: int) -> ClipResult:
+        """Classify a whole clip through the streaming path, then average its speech windows.
+
+        Starts from a clean state and leaves one behind. A clip shorter than one window
+        is repeated to fill it (``make_windows``). When no window holds speech, the
+        average is over all windows and ``speech`` is False.
+        """
+        x, rate = check_signal(audio, sample_rate_hz)
+        self.reset()
+        resampled = -(-x.size * self.frontend_settings.sample_rate_hz // rate)  # ceil, as the resampler's flush
+        if resampled < self._span_samples():
+            # Too short for one window: keep every frame so it can be padded the way training pads.
+            self._resampler = Resampler(rate, self.frontend_settings.sample_rate_hz)
+            audio16k = np.concatenate((self._resampler.process(x), self._resampler.flush()))
+            mfcc, log_energy = self._frontend.process(audio16k)
+            flags = self._speech.process(log_energy)
+            if mfcc.shape[0] == 0:
+                raise AudioError(f"the clip is too short to classify ({x.size / rate * 1000:.0f} ms)")
+            windows = make_windows(mfcc, self.window_frames, self.hop_frames)
+            results = self._results(windows, [0], [float(flags.mean())])
+        else:
+            results = self.process(x, rate) + self.flush()
+        duration = x.size / rate
+        self.reset()
+        speech = [r for r in results if r.speech]
+        chosen = speech or results
+        probs = np.mean([r.probs for r in chosen], axis=0)
+        return ClipResult(probs=probs, duration_s=duration, speech=bool(speech), windows=tuple(results))
+
+    def classify_file(self, path: str) -> ClipResult:
+        """Read a file (any rate, any channels) and classify it; raises AudioError if unusable."""
+        x, rate = read_audio(path)
+        return self.classify_clip(x, rate)
+
+    def _span_samples(self) -> int:
+        s = self.frontend_settings
+        return (self.window_frames - 1) * s.hop_samples + s.win_samples

@@ -1,0 +1,58 @@
+"""Finding a TFLite interpreter: LiteRT first, then tflite-runtime, then TensorFlow.
+
+The device installs ``ai-edge-litert``; ``tflite-runtime`` serves older Pis (numpy<2) and
+``tensorflow.lite`` the desk. Nothing is imported until a model is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+# (name users pass, module, attribute holding the Interpreter class), in order of preference.
+RUNTIMES = (
+    ("ai-edge-litert", "ai_edge_litert.interpreter", "Interpreter"),
+    ("tflite-runtime", "tflite_runtime.interpreter", "Interpreter"),
+    ("tensorflow", "tensorflow.lite", "Interpreter"),
+)
+
+
+def interpreter_class(runtime: str | None = None):
+    """The Interpreter class and the runtime's name; ``runtime`` forces one of RUNTIMES."""
+    names = [r[0] for r in RUNTIMES]
+    if runtime is not None and runtime not in names:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(names)}")
+    tried = []
+    for name, module, attr in RUNTIMES:
+        if runtime is not None and name != runtime:
+            continue
+        try:
+            return getattr(importlib.import_module(module), attr), name
+        except ImportError as exc:
+            tried.append(f"{name} ({exc})")
+    raise ImportError("no TFLite interpreter could be imported; install ai-edge-litert (pip install -r requirements-edge.txt). Tried: " + "; ".join(tried))
+
+
+def load_interpreter(model_path: str | os.PathLike, threads: int | None = None, runtime: str | None = None):
+    """An allocated interpreter for a .tflite file and the name of the runtime that runs it."""
+    cls, name = interpreter_class(runtime)
+    interpreter = cls(model_path=str(model_path), num_threads=threads)
+    interpreter.allocate_tensors()
+    log.debug("loaded %s with %s, %s thread(s)", model_path, name, threads or "default")
+    return interpreter, name
+
+
+def runtime_version(name: str) -> str:
+    """Installed version of a runtime's distribution, or 'not installed'."""
+    from importlib import metadata
+
+    dist = {"tensorflow": "tensorflow-cpu"}.get(name, name)
+    for candidate in (dist, name):
+        try:
+            return metadata.version(candidate)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
