@@ -75,7 +75,7 @@ class ClipResult:
 
 
 def probs_dict(probs: np.ndarray) -> dict[str, float]:
-    return {label: round(float(p), 4) for label, p in zip(EMOTIONS, probs)}
+    return {label: round(float(p), 4) for label, p in zip(EMOTIONS, probs, strict=True)}
 
 
 def make_windows(frames: np.ndarray, window_frames: int, hop_frames: int, pad: bool = True) -> np.ndarray:
@@ -162,7 +162,9 @@ class StreamingClassifier:
         if self._resampler is None:
             self._resampler = Resampler(sample_rate_hz, self.frontend_settings.sample_rate_hz)
         elif sample_rate_hz != self._resampler.in_rate_hz:
-            raise ValueError(f"the stream started at {self._resampler.in_rate_hz} Hz and cannot change to {sample_rate_hz} Hz; call reset() first")
+            raise ValueError(
+                f"the stream started at {self._resampler.in_rate_hz} Hz and cannot change to {sample_rate_hz} Hz; call reset() first"
+            )
         return self._consume(self._resampler.process(audio))
 
     def flush(self) -> list[WindowResult]:
@@ -212,7 +214,7 @@ class StreamingClassifier:
                 speech=ratio >= min_ratio and ratio > 0,
                 speech_ratio=ratio,
             )
-            for start, p, ratio in zip(starts, probs, ratios)
+            for start, p, ratio in zip(starts, probs, ratios, strict=True)
         ]
 
     def classify_clip(self, audio: np.ndarray, sample_rate_hz: int) -> ClipResult:

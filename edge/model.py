@@ -160,7 +160,9 @@ class ModelContract:
             raise ModelError(f"{where}: window_s ({self.window_s}) is shorter than one frame")
         expected = (self.window_frames, n_ceps)
         if _squeeze(self.input.shape) != expected:
-            raise ModelError(f"{where}: input shape {list(self.input.shape)} does not hold a window of {expected[0]} frames x {expected[1]} coefficients")
+            raise ModelError(
+                f"{where}: input shape {list(self.input.shape)} does not hold a window of {expected[0]} frames x {expected[1]} coefficients"
+            )
         if int(np.prod(self.output.shape)) != len(self.labels):
             raise ModelError(f"{where}: output shape {list(self.output.shape)} does not match {len(self.labels)} labels")
         for spec, name in ((self.input, "input"), (self.output, "output")):
@@ -227,7 +229,9 @@ class Model:
         self.contract = ModelContract.from_dict(data, str(meta))
         actual = sha256_of(tflite)
         if actual != self.contract.sha256:
-            raise ModelError(f"{tflite}: sha256 {actual[:12]}… does not match {self.contract.sha256[:12]}… in {meta.name}; the file is corrupt or belongs to another contract")
+            raise ModelError(
+                f"{tflite}: sha256 {actual[:12]}… does not match {self.contract.sha256[:12]}… in {meta.name}; the file is corrupt or belongs to another contract"
+            )
         self.path = tflite
         try:
             self.interpreter, self.runtime = load_interpreter(tflite, threads=threads, runtime=runtime)
@@ -248,7 +252,9 @@ class Model:
             dtype = np.dtype(detail["dtype"]).name
             scale, zero = detail["quantization"]
             if shape != spec.shape or dtype != spec.dtype:
-                raise ModelError(f"{self.path}: the {name} tensor is {dtype} {list(shape)} but the contract says {spec.dtype} {list(spec.shape)}")
+                raise ModelError(
+                    f"{self.path}: the {name} tensor is {dtype} {list(shape)} but the contract says {spec.dtype} {list(spec.shape)}"
+                )
             if spec.dtype != "float32" and (not np.isclose(scale, spec.scale, rtol=1e-6) or zero != spec.zero_point):
                 raise ModelError(f"{self.path}: the {name} quantization (scale {scale}, zero point {zero}) differs from the contract")
 

@@ -33,7 +33,9 @@ def interpreter_class(runtime: str | None = None):
             return getattr(importlib.import_module(module), attr), name
         except ImportError as exc:
             tried.append(f"{name} ({exc})")
-    raise ImportError("no TFLite interpreter could be imported; install ai-edge-litert (pip install -r requirements-edge.txt). Tried: " + "; ".join(tried))
+    raise ImportError(
+        "no TFLite interpreter could be imported; install ai-edge-litert (pip install -r requirements-edge.txt). Tried: " + "; ".join(tried)
+    )
 
 
 def load_interpreter(model_path: str | os.PathLike, threads: int | None = None, runtime: str | None = None):

@@ -29,7 +29,9 @@ or, for a file that failed:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("classify", help="classify audio files or folders", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "classify", help="classify audio files or folders", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
     p.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
     p.add_argument("--model", metavar="PATH", help="a .tflite model with its .json beside it (default: the shipped model)")
@@ -71,7 +73,10 @@ def main(args) -> int:
             print(json.dumps(result.to_dict(path)), flush=True)
         else:
             top = float(result.probs[EMOTIONS.index(result.label)])
-            print(f"{_short(path, 48):<48} {result.label:<10} {top:5.2f} {result.duration_s:6.2f}  {'yes' if result.speech else 'no'}", flush=True)
+            print(
+                f"{_short(path, 48):<48} {result.label:<10} {top:5.2f} {result.duration_s:6.2f}  {'yes' if result.speech else 'no'}",
+                flush=True,
+            )
     return 1 if failed else 0
 
 
