@@ -1,0 +1,201 @@
+"""Corpus loaders on tiny files the tests write with each corpus's real naming, and the manifest's errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from training.corpora import (
+    Clip,
+    LoadReport,
+    ManifestError,
+    load_crema_d,
+    load_data,
+    load_manifest,
+    load_ravdess,
+    load_savee,
+    load_table,
+    load_tess,
+    save_table,
+)
+
+RATE = 16000
+
+
+def _write(path: Path, seconds: float = 0.25, rate: int = RATE, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(str(path), 0.1 * np.sin(2 * np.pi * 220 * t), rate, format=fmt)
+    return path
+
+
+def _by_name(clips: list[Clip]) -> dict[str, Clip]:
+    return {Path(c.path).name: c for c in clips}
+
+
+def test_ravdess_original_wav_layout(tmp_path):
+    _write(tmp_path / "Actor_01" / "03-01-05-02-01-01-01.wav", rate=48000)
+    _write(tmp_path / "Actor_12" / "03-01-02-01-02-02-12.wav", seconds=0.5, rate=48000)
+    _write(tmp_path / "Actor_12" / "03-02-03-01-01-01-12.wav")  # song: skipped, not an error
+    _write(tmp_path / "Actor_12" / "03-01-09-01-01-01-12.wav")  # emotion 09 does not exist
+    _write(tmp_path / "Actor_12" / "notes.wav")
+    report = LoadReport()
+    clips = _by_name(load_ravdess(tmp_path, report))
+    angry = clips["03-01-05-02-01-01-01.wav"]
+    assert (angry.label, angry.speaker, angry.gender, angry.corpus, angry.rate_hz) == ("angry", "ravdess_01", "male", "ravdess", 48000)
+    calm = clips["03-01-02-01-02-02-12.wav"]
+    assert (calm.label, calm.speaker, calm.gender) == ("calm", "ravdess_12", "female")
+    assert calm.duration_s == pytest.approx(0.5)
+    assert report.loaded == {"ravdess": 2} and report.skipped == {"ravdess": 1}
+    assert sorted(Path(p).name for p in report.malformed["ravdess"]) == ["03-01-09-01-01-01-12.wav", "notes.wav"]
+
+
+def test_crema_d_with_and_without_demographics(tmp_path):
+    audio = tmp_path / "AudioWAV"
+    for name in ("1001_DFA_ANG_XX", "1002_IEO_FEA_HI", "1091_TSI_NEU_XX", "1001_DFA_XXX_XX", "1001-DFA-ANG-XX"):
+        _write(audio / f"{name}.wav")
+    report = LoadReport()
+    clips = _by_name(load_crema_d(audio, report))
+    assert {n: (c.label, c.speaker, c.gender) for n, c in clips.items()} == {
+        "1001_DFA_ANG_XX.wav": ("angry", "crema_d_1001", "unknown"),
+        "1002_IEO_FEA_HI.wav": ("fearful", "crema_d_1002", "unknown"),
+        "1091_TSI_NEU_XX.wav": ("neutral", "crema_d_1091", "unknown"),
+    }
+    assert len(report.malformed["crema_d"]) == 2
+
+    (tmp_path / "VideoDemographics.csv").write_text(
+        '"ActorID","Age","Sex","Race","Ethnicity"\n1001,51,Male,Caucasian,Not Hispanic\n1002,21,Female,Caucasian,Not Hispanic\n'
+    )
+    clips = _by_name(load_crema_d(audio))
+    assert clips["1001_DFA_ANG_XX.wav"].gender == "male"
+    assert clips["1002_IEO_FEA_HI.wav"].gender == "female"
+    assert clips["1091_TSI_NEU_XX.wav"].gender == "unknown"  # not in the demographics file
+
+
+def test_savee_flat_and_original_layouts(tmp_path):
+    flat, original = tmp_path / "flat", tmp_path / "AudioData"
+    _write(flat / "DC_a01.flac")
+    _write(flat / "JK_su15.flac")
+    _write(flat / "JE_sa03.flac")
+    _write(flat / "JE_x01.flac")  # unknown emotion code
+    _write(original / "KL" / "n30.wav", rate=44100)
+    _write(original / "DC" / "f02.wav", rate=44100)
+    _write(original / "info.txt.wav")  # not in a speaker folder
+    report = LoadReport()
+    clips = _by_name(load_savee(flat, report) + load_savee(original, report))
+    assert {n: (c.label, c.speaker) for n, c in clips.items()} == {
+        "DC_a01.flac": ("angry", "savee_DC"),
+        "JK_su15.flac": ("surprised", "savee_JK"),
+        "JE_sa03.flac": ("sad", "savee_JE"),
+        "n30.wav": ("neutral", "savee_KL"),
+        "f02.wav": ("fearful", "savee_DC"),
+    }
+    assert all(c.gender == "male" for c in clips.values())
+    assert len(report.malformed["savee"]) == 2
+
+
+def test_tess_folder_variants(tmp_path):
+    files = {
+        "OAF_Fear/OAF_back_fear.wav": ("fearful", "tess_OAF"),
+        "YAF_fear/YAF_bar_fear.wav": ("fearful", "tess_YAF"),
+        "OAF_Pleasant_surprise/OAF_base_ps.wav": ("surprised", "tess_OAF"),
+        "YAF_pleasant_surprised/YAF_bath_ps.wav": ("surprised", "tess_YAF"),
+        "OAF_Sad/OAF_bean_sad.flac": ("sad", "tess_OAF"),
+        "YAF_neutral/YAF_beg_neutral.wav": ("neutral", "tess_YAF"),
+    }
+    for rel in files:
+        _write(tmp_path / rel, rate=24414)
+    _write(tmp_path / "YAF_disgust" / "YAF_bite_disgust.wav", rate=96000)  # the one 96 kHz file
+    (tmp_path / "misc").mkdir()
+    _write(tmp_path / "misc" / "readme.wav")
+    report = LoadReport()
+    clips = load_tess(tmp_path, report)
+    got = {str(Path(c.path).relative_to(tmp_path.resolve())): (c.label, c.speaker) for c in clips}
+    assert got == {**files, "YAF_disgust/YAF_bite_disgust.wav": ("disgust", "tess_YAF")}
+    assert {c.gender for c in clips} == {"female"}
+    assert {c.rate_hz for c in clips} == {24414, 96000}
+    assert [Path(p).name for p in report.malformed["tess"]] == ["readme.wav"]
+
+
+def test_tess_aiff_behind_a_wav_name_loads(tmp_path):
+    # Two files of the original TESS are AIFF data with a .wav name; libsndfile reads the header.
+    _write(tmp_path / "OAF_angry" / "OAF_youth_angry.wav", fmt="AIFF")
+    (clip,) = load_tess(tmp_path)
+    assert clip.label == "angry" and clip.duration_s == pytest.approx(0.25)
+
+
+def test_unreadable_files_are_counted_not_fatal(tmp_path):
+    _write(tmp_path / "Actor_02" / "03-01-04-01-01-01-02.wav")
+    (tmp_path / "Actor_02" / "03-01-04-01-01-02-02.wav").write_bytes(b"not audio at all")
+    report = LoadReport()
+    clips = load_ravdess(tmp_path, report)
+    assert len(clips) == 1 and len(report.unreadable["ravdess"]) == 1
+    assert any("unreadable" in line for line in report.lines())
+
+
+def test_load_data_finds_corpora_by_folder_name_and_table_round_trips(tmp_path):
+    _write(tmp_path / "RAVDESS" / "Actor_03" / "03-01-08-01-01-01-03.wav")
+    _write(tmp_path / "savee" / "JE_h07.flac")
+    _write(tmp_path / "TESS Toronto emotional speech set data" / "OAF_happy" / "OAF_dog_happy.wav")
+    _write(tmp_path / "CREMA-D" / "AudioWAV" / "1050_ITS_DIS_XX.wav")
+    _write(tmp_path / "unrelated" / "03-01-08-01-01-01-03.wav")
+    clips = load_data(tmp_path)
+    assert sorted((c.corpus, c.label) for c in clips) == [
+        ("crema_d", "disgust"),
+        ("ravdess", "surprised"),
+        ("savee", "happy"),
+        ("tess", "happy"),
+    ]
+    assert {c.corpus for c in load_data(tmp_path, corpora=["savee"])} == {"savee"}
+    save_table(clips, tmp_path / "table.csv")
+    assert load_table(tmp_path / "table.csv") == clips
+
+
+def test_manifest_loads_relative_paths_aliases_and_defaults(tmp_path):
+    _write(tmp_path / "clips" / "a.wav")
+    _write(tmp_path / "clips" / "b.flac")
+    manifest = tmp_path / "mine.csv"
+    manifest.write_text("path,label,speaker,corpus\nclips/a.wav,Fear,anna,home\nclips/b.flac,surprised,,\n")
+    a, b = load_manifest(manifest)
+    assert (a.label, a.speaker, a.corpus) == ("fearful", "home_anna", "home")
+    assert (b.label, b.speaker, b.corpus) == ("surprised", "manifest_unknown", "manifest")
+    headerless = tmp_path / "plain.csv"
+    headerless.write_text(f"{tmp_path / 'clips' / 'a.wav'},sad\n")
+    (c,) = load_manifest(headerless)
+    assert c.label == "sad"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("path,label\nclips/a.wav,joyful\n", "row 2: unknown label 'joyful'"),
+        ("path,label\nclips/a.wav,sad\nclips/missing.wav,sad\n", "row 3: audio file 'clips/missing.wav' not found"),
+        ("path,label\nclips/a.wav\n", "row 2: expected at least path and label"),
+        ("path,label\nclips/bad.wav,sad\n", "row 2: 'clips/bad.wav' is not a readable WAV or FLAC file"),
+    ],
+)
+def test_manifest_errors_name_row_and_value(tmp_path, body, message):
+    _write(tmp_path / "clips" / "a.wav")
+    (tmp_path / "clips" / "bad.wav").write_bytes(b"junk")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(body)
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(manifest)
+
+
+def test_manifest_missing_file():
+    with pytest.raises(ManifestError, match="not found"):
+        load_manifest("/nonexistent/manifest.csv")
+
+
+def test_real_shared_data_loads_completely(data_dir):
+    report = LoadReport()
+    clips = load_data(data_dir, report=report)
+    assert report.loaded == {"ravdess": 1200, "savee": 360, "tess": 2800}
+    assert not report.malformed and not report.unreadable
+    speakers = {c.speaker for c in clips}
+    assert len(speakers) == 20 + 3 + 2
+    assert sum(c.label == "surprised" and c.corpus == "tess" for c in clips) == 400  # "ps" folders
