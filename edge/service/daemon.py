@@ -1,0 +1,354 @@
+"""The daemon: source ─▶ StreamingClassifier ─▶ Policy ─▶ sinks, plus signals, health and systemd.
+
+It only wires parts together. Everything is built and checked before the first chunk is
+read (``build``), so a bad setting never leaves a half-started service. The processing
+loop runs in the main thread:
+
+- SIGTERM and SIGINT set a stop flag; the loop sees it within one chunk (at most
+  IDLE_POLL_S when the source is quiet), ends active alerts, closes the source and every
+  sink (GPIO off, MQTT offline and queue saved) and returns 0.
+- SIGHUP re-reads the configuration; the policy and the sinks are rebuilt from it. A bad
+  new configuration is logged and the old one kept.
+- systemd: READY=1 once listening, WATCHDOG=1 from the loop itself (so a stalled loop is
+  restarted), STOPPING=1 on the way out. Without $NOTIFY_SOCKET nothing is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from edge.classifier import StreamingClassifier
+from edge.model import Model
+from edge.service.config import ConfigError, ServiceSettings
+from edge.service.events import Sink
+from edge.service.gpio_sink import GpioSink
+from edge.service.policy import Policy
+from edge.service.recorder import AlertRecorder
+from edge.service.sources import AudioSource, open_source
+from edge.service.stdout_sink import StdoutSink
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_FRACTION = 0.5  # ping at half the WatchdogSec period, as sd_watchdog_enabled(3) advises
+
+
+class StartError(RuntimeError):
+    """A part of the service could not start (model, source, a sink), with one sentence saying why."""
+
+
+# --------------------------------------------------------------------------------------------- systemd
+
+
+class Notifier:
+    """sd_notify(3) in a few lines: datagrams to $NOTIFY_SOCKET, and the watchdog period."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.address = env.get("NOTIFY_SOCKET") or None
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        enabled = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
+        self.watchdog_s = int(usec) / 1e6 if enabled else None
+        self._last_ping = 0.0
+
+    def send(self, message: str) -> bool:
+        if not self.address:
+            return False
+        address = "\0" + self.address[1:] if self.address.startswith("@") else self.address  # abstract namespace
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.connect(address)
+                sock.sendall(message.encode())
+            return True
+        except OSError as exc:
+            log.debug("sd_notify %r failed: %s", message, exc)
+            return False
+
+    def watchdog(self, now: float) -> None:
+        """Ping the watchdog if half its period has passed since the last ping."""
+        if self.watchdog_s is not None and now - self._last_ping >= self.watchdog_s * WATCHDOG_FRACTION:
+            self._last_ping = now
+            self.send("WATCHDOG=1")
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+class Outputs:
+    """The sinks built from one configuration, plus the web server when --http is on."""
+
+    def __init__(self, sinks: list[Sink], recorder: AlertRecorder | None = None, web=None) -> None:
+        self.sinks = sinks
+        self.recorder = recorder
+        self.web = web
+
+    def close(self, keep_web: bool = False) -> None:
+        for sink in self.sinks:
+            if keep_web and self.web is not None and sink.name == "http":
+                continue
+            try:
+                sink.close()
+            except Exception as exc:  # one sink failing to close must not keep the others open
+                log.warning("closing sink %s failed: %s", sink.name, exc)
+        if self.web is not None and not keep_web:
+            self.web.shutdown()
+
+
+def build_outputs(settings: ServiceSettings, model: Model | None = None, web: tuple | None = None) -> Outputs:
+    """Every sink the settings turn on; StartError (after closing what was built) if one cannot start.
+
+    ``web`` is an existing (LiveFeed, server) pair to keep across a reload.
+    """
+    sinks: list[Sink] = []
+    recorder = None
+    server = None
+    try:
+        if settings.output.enabled:
+            sinks.append(StdoutSink(settings.output))
+        if settings.gpio.enabled:
+            from edge.service.gpio_sink import GpioError
+
+            try:
+                sinks.append(GpioSink(settings.gpio))
+            except GpioError as exc:
+                raise StartError(str(exc)) from None
+        if settings.mqtt is not None:
+            from edge.service.mqtt import MqttSink
+
+            try:
+                sinks.append(MqttSink(settings.mqtt))
+            except ValueError as exc:  # MqttConfigError: unreadable password or CA file
+                raise StartError(str(exc)) from None
+        if settings.debug.record:
+            recorder = AlertRecorder(settings.debug)
+            sinks.append(recorder)
+        if web is not None:
+            feed, server = web
+            sinks.append(feed)
+        elif settings.http.enabled:
+            feed, server = _start_web(settings, model)
+            sinks.append(feed)
+    except BaseException:
+        Outputs(sinks, recorder, server).close()
+        raise
+    return Outputs(sinks, recorder, server)
+
+
+def _start_web(settings: ServiceSettings, model: Model | None):
+    try:
+        from edge.web.app import create_app
+        from edge.web.live import LiveFeed
+        from edge.web.server import serve_in_thread
+    except ImportError as exc:
+        raise StartError(f"--http needs the web page (edge.web), which cannot be imported ({exc})") from None
+    feed = LiveFeed()
+    try:
+        app = create_app(model if model is not None else (settings.model.path or None), live=feed, token=settings.http_token())
+        server = serve_in_thread(app, settings.http.host, settings.http.port)
+    except (OSError, ValueError) as exc:  # ServerError is an OSError; ModelError and a bad token are ValueErrors
+        feed.close()
+        raise StartError(str(exc)) from None
+    log.info("web page with live view on %s", server.url)
+    return feed, server
+
+
+# --------------------------------------------------------------------------------------------- daemon
+
+
+class Daemon:
+    """Runs the loop; see the module doc. Build it with ``build(settings)`` or hand it the parts."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        classifier: StreamingClassifier,
+        source: AudioSource,
+        outputs: Outputs,
+        reload: Callable[[], ServiceSettings] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.classifier = classifier
+        self.source = source
+        self.outputs = outputs
+        self.reload_settings = reload
+        self.notifier = notifier or Notifier()
+        # Alert ids stay unique across restarts: the start time in hex, then a counter.
+        self.policy = Policy(settings.policy, id_prefix=f"{int(time.time()):x}-")
+        self.stop = threading.Event()
+        self._reload_requested = False
+        self._started = time.monotonic()
+        self._cpu_mark = (time.monotonic(), time.process_time())
+        self._next_health = self._started + settings.health_interval_s
+        self.windows = 0
+        self.events_sent = 0
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads (main thread only)."""
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        self.stop.set()
+
+    def _on_reload_signal(self, signum, frame) -> None:
+        self._reload_requested = True
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Process audio until the source ends or a stop signal; always cleans up. Returns 0."""
+        if threading.current_thread() is threading.main_thread():
+            self.install_signal_handlers()
+        self.notifier.send(f"READY=1\nSTATUS=listening to {self.source.name}")
+        log.info("listening to %s; sinks: %s", self.source.name, ", ".join(s.name for s in self.outputs.sinks) or "none")
+        reason = "stopped"
+        try:
+            for chunk, rate in self.source.chunks(self.stop):
+                self._tick()
+                if chunk.size == 0:
+                    continue
+                if self.outputs.recorder is not None:
+                    self.outputs.recorder.feed(chunk, rate)
+                for result in self.classifier.process(chunk, rate):
+                    self._on_window(result)
+            if not self.stop.is_set():
+                reason = "end_of_stream"
+                for result in self.classifier.flush():
+                    self._on_window(result)
+                log.info("%s ended after %.1f s of audio", self.source.name, self.classifier.seconds_seen)
+        finally:
+            self.notifier.send("STOPPING=1")
+            self._shutdown(reason)
+        return 0
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self.notifier.watchdog(now)
+        if self._reload_requested:
+            self._reload_requested = False
+            self._reload()
+        if now >= self._next_health:
+            self._next_health = now + self.settings.health_interval_s
+            self.dispatch(self.health(now))
+
+    def _on_window(self, result) -> None:
+        self.windows += 1
+        self.dispatch(
+            {"type": "window", "time_s": round(result.end_s, 3), **result.to_dict(), "speech_ratio": round(result.speech_ratio, 3)}
+        )
+        for event in self.policy.process(result):
+            self.dispatch(event)
+
+    def dispatch(self, event: dict) -> None:
+        """Give an event to every sink; a failing sink is logged and skipped, never fatal."""
+        if event["type"] != "window":
+            event.setdefault("wall_time", datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+        self.events_sent += 1
+        for sink in self.outputs.sinks:
+            try:
+                sink.handle(event)
+            except Exception:
+                log.exception("sink %s failed on a %s event", sink.name, event["type"])
+
+    def health(self, now: float | None = None) -> dict:
+        """The periodic health event; cpu_percent is this process's share of one core since the last one."""
+        now = time.monotonic() if now is None else now
+        cpu = time.process_time()
+        wall0, cpu0 = self._cpu_mark
+        self._cpu_mark = (now, cpu)
+        queues = [q for q in (getattr(s, "queue_length", None) for s in self.outputs.sinks) if q is not None]
+        event = {
+            "type": "health",
+            "time_s": round(self.classifier.seconds_seen, 3),
+            "source": self.source.name,
+            "sinks": {s.name: str(getattr(s, "status", "ok")) for s in self.outputs.sinks},
+            "queue_length": sum(queues) if queues else 0,
+            "cpu_percent": round(100.0 * (cpu - cpu0) / max(now - wall0, 1e-6), 1),
+            "uptime_s": round(now - self._started, 1),
+            "windows": self.windows,
+            "alerts_active": sorted(self.policy.active_alerts),
+        }
+        overflows = getattr(self.source, "overflows", None)
+        if overflows is not None:
+            event["overflows"] = overflows
+        return event
+
+    # -- reload and shutdown -------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        if self.reload_settings is None:
+            log.info("SIGHUP: no configuration file to reload")
+            return
+        self.notifier.send("RELOADING=1")
+        try:
+            new = self.reload_settings()
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.send("READY=1")
+            return
+        for part in ("audio", "model", "speech"):
+            if getattr(new, part) != getattr(self.settings, part):
+                log.warning("[%s] changed: it takes effect at the next restart, not on reload", part)
+        keep_web = self.outputs.web is not None and new.http == self.settings.http
+        web = (next(s for s in self.outputs.sinks if s.name == "http"), self.outputs.web) if keep_web else None
+        self.outputs.close(keep_web=keep_web)  # first: a GPIO pin or a port can have only one owner
+        try:
+            outputs = build_outputs(new, self.classifier.model, web)
+        except (StartError, OSError, ValueError) as exc:
+            log.error("reload failed (%s); only stdout is on until the configuration is fixed and reloaded", exc)
+            outputs = Outputs([StdoutSink(self.settings.output)])
+            new = self.settings
+        for event in self.policy.reconfigure(new.policy):
+            self.dispatch(event)
+        self.outputs = outputs
+        self.settings = new
+        # A new GPIO sink starts dark: tell it which alerts are still on.
+        for emotion, alert_id in self.policy.active_alerts.items():
+            for sink in outputs.sinks:
+                if isinstance(sink, GpioSink):
+                    sink.handle({"type": "alert", "id": alert_id, "emotion": emotion})
+        self.notifier.send("READY=1")
+        log.info("configuration reloaded: %d alert rule(s); sinks: %s", len(new.policy.rules), ", ".join(s.name for s in outputs.sinks))
+
+    def _shutdown(self, reason: str) -> None:
+        for event in self.policy.finish(reason):
+            self.dispatch(event)
+        with contextlib.suppress(Exception):
+            self.source.close()
+        self.outputs.close()
+        log.info("stopped after %.1f s of audio, %d windows", self.classifier.seconds_seen, self.windows)
+
+
+def build(settings: ServiceSettings, reload: Callable[[], ServiceSettings] | None = None) -> Daemon:
+    """Model, classifier, source and sinks from the settings, all or nothing; StartError or ModelError if one fails."""
+    from edge.service.sources import SourceError
+
+    model = Model(settings.model.path or None, threads=settings.model.threads)
+    classifier = StreamingClassifier(model, settings.speech)
+    try:
+        source = open_source(settings.audio)
+    except SourceError as exc:
+        raise StartError(str(exc)) from None
+    try:
+        outputs = build_outputs(settings, model)
+    except BaseException:
+        source.close()
+        raise
+    return Daemon(settings, classifier, source, outputs, reload=reload)

@@ -1,0 +1,89 @@
+"""Opt-in debug recording: the audio that led to an alert, written as WAV for someone to listen to.
+
+Off by default. Privacy is the rule of the service: no audio is written or sent anywhere
+unless ``[debug] record = true`` (or ``--record-dir``), and turning it on says so loudly in
+the log at start. Only the last ``record_s`` seconds before each alert are kept in memory;
+nothing else ever reaches the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    """Debug recording of the audio behind alerts."""
+
+    record: bool = False
+    """Write the audio before each alert to record_dir (off by default: no audio leaves memory)."""
+    record_dir: str = ""
+    """Folder for the WAV files, one per alert."""
+    record_s: float = 15.0
+    """Seconds of audio before each alert to write."""
+
+
+class AlertRecorder:
+    """A Sink that keeps recent audio in memory and writes it out when an alert starts."""
+
+    name = "recorder"
+
+    def __init__(self, settings: RecordSettings) -> None:
+        if not settings.record_dir:
+            raise ValueError("debug recording needs a folder: set [debug] record_dir or pass --record-dir")
+        self.settings = settings
+        self.folder = Path(settings.record_dir)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._chunks: deque[np.ndarray] = deque()
+        self._samples = 0
+        self.sample_rate_hz: int | None = None
+        self.status = "ok"
+        self.written: list[Path] = []
+        log.warning(
+            "DEBUG RECORDING IS ON: the last %.0f s of audio before every alert is written to %s; turn [debug] record off to stop",
+            settings.record_s,
+            self.folder,
+        )
+
+    def feed(self, chunk: np.ndarray, sample_rate_hz: int) -> None:
+        """Remember a chunk of the input (any rate), forgetting what is older than record_s."""
+        if chunk.size == 0:
+            return
+        if sample_rate_hz != self.sample_rate_hz:
+            self._chunks.clear()
+            self._samples = 0
+            self.sample_rate_hz = sample_rate_hz
+        x = chunk.astype(np.float32) / 32768.0 if chunk.dtype == np.int16 else chunk.astype(np.float32)  # int16 full scale
+        self._chunks.append(x)
+        self._samples += x.size
+        keep = int(self.settings.record_s * sample_rate_hz)
+        while self._chunks and self._samples - self._chunks[0].size >= keep:
+            self._samples -= self._chunks.popleft().size
+
+    def handle(self, event: dict) -> None:
+        if event.get("type") != "alert" or not self._chunks:
+            return
+        import soundfile as sf
+
+        audio = np.concatenate(self._chunks)[-int(self.settings.record_s * self.sample_rate_hz) :]
+        safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", str(event.get("id")))
+        path = self.folder / f"alert_{safe_id}_{event.get('emotion')}.wav"
+        try:
+            sf.write(str(path), audio, self.sample_rate_hz, subtype="PCM_16")
+        except (OSError, RuntimeError) as exc:
+            self.status = f"error: {exc}"
+            log.warning("could not write the debug recording %s (%s)", path, exc)
+            return
+        self.written.append(path)
+        log.warning("debug recording: wrote %.1f s before alert %s to %s", audio.size / self.sample_rate_hz, event.get("id"), path)
+
+    def close(self) -> None:
+        self._chunks.clear()

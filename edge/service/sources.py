@@ -1,0 +1,364 @@
+"""Audio sources: where the service's sound comes from, behind one small interface.
+
+A source yields ``(samples, sample_rate_hz)`` chunks of mono audio (int16 or float32) from
+``chunks(stop)`` until it ends or ``stop`` is set. When no audio is ready it yields an
+empty chunk now and then, so the daemon's loop keeps turning (to see ``stop`` and ping
+the watchdog) even when the microphone or pipe is silent.
+
+- FileSource: a file through edge.audio.read_audio, as fast as possible or paced in real time, optionally looped.
+- StdinSource: raw 16-bit little-endian PCM on a file descriptor (``arecord ... | python -m edge run --source -``).
+- MicSource: a PyAudio input device at its native rate; missing, busy or unplugged devices are
+  retried with edge.service.backoff; input overflows are counted, not fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import select
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from edge.audio import read_audio
+from edge.service.backoff import Backoff, BackoffSettings, retry
+
+log = logging.getLogger(__name__)
+
+Chunk = tuple[np.ndarray, int]
+IDLE_POLL_S = 0.2  # longest a source blocks before yielding an empty chunk, so stop and the watchdog are seen
+
+
+class SourceError(RuntimeError):
+    """A source that cannot start (a missing file, an unknown device), with one sentence saying why."""
+
+
+class AudioSource(Protocol):
+    """Where audio comes from. ``chunks`` yields (mono samples, sample rate in Hz)."""
+
+    name: str
+
+    def chunks(self, stop: threading.Event) -> Iterator[Chunk]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Which audio the service listens to."""
+
+    source: str = "mic"
+    """"mic" for a microphone, "-" for raw PCM on stdin, anything else is an audio file path."""
+    device: str = ""
+    """Microphone: an input device index, or part of its name; "" for the system default."""
+    rate_hz: int = 16000
+    """stdin: sample rate of the raw PCM."""
+    channels: int = 1
+    """stdin: interleaved channels in the raw PCM (mixed to mono)."""
+    chunk_ms: int = 100
+    """Length of the chunks read from the source."""
+    realtime: bool = False
+    """File: pace the file at the speed of real time instead of as fast as possible."""
+    loop: bool = False
+    """File: start over at the end, forever."""
+
+    @property
+    def kind(self) -> str:
+        return "mic" if self.source == "mic" else "stdin" if self.source == "-" else "file"
+
+
+def open_source(settings: SourceSettings) -> AudioSource:
+    """The source the settings name; raises SourceError if it cannot be used at all."""
+    if settings.kind == "file":
+        return FileSource(settings.source, chunk_ms=settings.chunk_ms, realtime=settings.realtime, loop=settings.loop)
+    if settings.kind == "stdin":
+        return StdinSource(rate_hz=settings.rate_hz, channels=settings.channels, chunk_ms=settings.chunk_ms)
+    return MicSource(settings.device, chunk_ms=settings.chunk_ms)
+
+
+class FileSource:
+    """An audio file cut into fixed chunks at its own rate (the classifier resamples)."""
+
+    def __init__(self, path: str, chunk_ms: int = 100, realtime: bool = False, loop: bool = False) -> None:
+        from edge.audio import AudioError
+
+        try:
+            self.audio, self.sample_rate_hz = read_audio(path)
+        except AudioError as exc:
+            raise SourceError(str(exc)) from None
+        self.path = path
+        self.name = f"file:{path}"
+        self.chunk_samples = max(1, self.sample_rate_hz * chunk_ms // 1000)
+        self.realtime = realtime
+        self.loop = loop
+        self.passes = 0
+
+    def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        sent = 0  # samples yielded since the start, across loops, for real-time pacing
+        started = time.monotonic()
+        while not stop.is_set():
+            for i in range(0, self.audio.size, self.chunk_samples):
+                if stop.is_set():
+                    return
+                chunk = self.audio[i : i + self.chunk_samples]
+                if self.realtime:
+                    # Due when the chunk's last sample would have been captured by a microphone.
+                    due = started + (sent + chunk.size) / self.sample_rate_hz
+                    if stop.wait(max(0.0, due - time.monotonic())):
+                        return
+                sent += chunk.size
+                yield chunk, self.sample_rate_hz
+            self.passes += 1
+            if not self.loop:
+                return
+            log.debug("%s: looping (pass %d)", self.path, self.passes + 1)
+
+    def close(self) -> None:
+        pass
+
+
+class StdinSource:
+    """Raw signed 16-bit little-endian PCM from a file descriptor (stdin by default)."""
+
+    def __init__(self, rate_hz: int = 16000, channels: int = 1, chunk_ms: int = 100, fd: int | None = None) -> None:
+        if rate_hz <= 0 or channels < 1:
+            raise SourceError(f"stdin needs a positive rate and at least one channel, got {rate_hz} Hz and {channels} channel(s)")
+        self.fd = sys.stdin.fileno() if fd is None else fd
+        self.sample_rate_hz = rate_hz
+        self.channels = channels
+        self.frame_bytes = 2 * channels
+        self.read_bytes = max(1, rate_hz * chunk_ms // 1000) * self.frame_bytes
+        self.name = "stdin"
+        self.bytes_read = 0
+
+    def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        pending = b""  # a partial frame waits for its other bytes
+        while not stop.is_set():
+            ready, _, _ = select.select([self.fd], [], [], IDLE_POLL_S)
+            if not ready:
+                yield np.zeros(0, np.int16), self.sample_rate_hz
+                continue
+            data = os.read(self.fd, self.read_bytes)
+            if not data:
+                if pending:
+                    log.warning("stdin ended inside a frame; %d byte(s) dropped", len(pending))
+                return
+            self.bytes_read += len(data)
+            data = pending + data
+            usable = len(data) - len(data) % self.frame_bytes
+            pending = data[usable:]
+            yield self._decode(data[:usable]), self.sample_rate_hz
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        samples = np.frombuffer(data, dtype="<i2")
+        if self.channels == 1:
+            return samples.astype(np.int16)
+        return samples.reshape(-1, self.channels).astype(np.float32).mean(axis=1) / 32768.0  # int16 full scale
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- microphone
+
+PA_INPUT_OVERFLOW = 0x2  # PortAudio's paInputOverflow status flag
+PA_CONTINUE = 0  # pyaudio.paContinue
+STALL_S = 2.0  # no audio for this long from an open stream means the device is gone
+QUEUE_CHUNKS = 50  # chunks buffered between the audio thread and the loop (5 s at 100 ms)
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    """An audio input as PortAudio sees it."""
+
+    index: int
+    name: str
+    default_rate_hz: int
+    channels: int
+
+
+@contextlib.contextmanager
+def quiet_stderr(enabled: bool = True):
+    """Silence ALSA's and JACK's C-level chatter on fd 2 while PortAudio probes devices."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _pyaudio_module():
+    try:
+        import pyaudio
+    except ImportError as exc:
+        raise SourceError(f"the microphone needs PyAudio, which cannot be imported ({exc}); pip install pyaudio") from None
+    return pyaudio
+
+
+def list_input_devices(pa) -> list[InputDevice]:
+    """Input devices of an initialised PyAudio instance."""
+    devices = []
+    for i in range(pa.get_device_count()):
+        info = pa.get_device_info_by_index(i)
+        if int(info.get("maxInputChannels", 0)) > 0:
+            devices.append(InputDevice(i, str(info["name"]), int(info["defaultSampleRate"]), int(info["maxInputChannels"])))
+    return devices
+
+
+def find_device(devices: list[InputDevice], wanted: str, default_index: int | None) -> InputDevice | None:
+    """The device ``wanted`` names: an index, an exact name, or a unique part of a name; "" is the default."""
+    if wanted == "":
+        return next((d for d in devices if d.index == default_index), devices[0] if devices else None)
+    if wanted.isdigit():
+        return next((d for d in devices if d.index == int(wanted)), None)
+    exact = [d for d in devices if d.name == wanted]
+    if exact:
+        return exact[0]
+    partial = [d for d in devices if wanted.lower() in d.name.lower()]
+    return partial[0] if len(partial) == 1 else None
+
+
+class MicSource:
+    """A microphone through PyAudio, opened at the device's own rate, reopened with backoff when lost."""
+
+    def __init__(
+        self,
+        device: str = "",
+        chunk_ms: int = 100,
+        pyaudio_module=None,
+        backoff: BackoffSettings | None = None,
+        stall_s: float = STALL_S,
+        quiet: bool = True,
+    ) -> None:
+        self.wanted = device
+        self.chunk_ms = chunk_ms
+        self._pyaudio = pyaudio_module or _pyaudio_module()
+        self._backoff = Backoff(backoff)
+        self.stall_s = stall_s
+        self.quiet = quiet
+        self.overflows = 0
+        self.reopens = 0
+        self.device: InputDevice | None = None
+        self._pa = None
+        self._stream = None
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        # An explicitly named device that does not exist is a configuration error, not a glitch.
+        if device != "":
+            pa = self._new_pa()
+            try:
+                known = list_input_devices(pa)
+                if find_device(known, device, None) is None:
+                    names = "; ".join(f"{d.index}: {d.name}" for d in known) or "none"
+                    raise SourceError(f"no input device matches {device!r} (input devices: {names}); see python -m edge devices")
+            finally:
+                pa.terminate()
+        self.name = f"mic:{device or 'default'}"
+
+    def _new_pa(self):
+        with quiet_stderr(self.quiet):
+            return self._pyaudio.PyAudio()
+
+    def _open(self) -> InputDevice:
+        """One attempt to (re)open the device; OSError when it is missing or busy."""
+        self._close_stream()
+        # A fresh PortAudio instance sees devices plugged in since the last one.
+        self._pa = self._new_pa()
+        try:
+            default = self._pa.get_default_input_device_info()["index"]
+        except (OSError, KeyError):
+            default = None
+        device = find_device(list_input_devices(self._pa), self.wanted, default)
+        if device is None:
+            raise OSError(f"input device {self.wanted or 'default'} not present")
+        frames = max(1, device.default_rate_hz * self.chunk_ms // 1000)
+        with quiet_stderr(self.quiet):
+            self._stream = self._pa.open(
+                format=self._pyaudio.paInt16,
+                channels=1,
+                rate=device.default_rate_hz,
+                input=True,
+                input_device_index=device.index,
+                frames_per_buffer=frames,
+                stream_callback=self._callback,
+            )
+        self._stream.start_stream()
+        log.info("listening to input device %d (%s) at %d Hz", device.index, device.name, device.default_rate_hz)
+        return device
+
+    def _callback(self, data, frame_count, time_info, status):
+        if status & PA_INPUT_OVERFLOW:
+            self.overflows += 1
+        try:
+            self._queue.put_nowait(data)
+        except queue.Full:  # the loop is behind: drop audio rather than block the audio thread
+            self.overflows += 1
+        return None, PA_CONTINUE
+
+    def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
+        while not stop.is_set():
+            self.device = retry(self._open, f"opening microphone {self.wanted or 'default'}", stop, self._backoff, (OSError,))
+            if self.device is None:
+                return
+            rate = self.device.default_rate_hz
+            last_audio = time.monotonic()
+            while not stop.is_set():
+                try:
+                    data = self._queue.get(timeout=IDLE_POLL_S)
+                except queue.Empty:
+                    active = self._is_active()
+                    if not active or time.monotonic() - last_audio > self.stall_s:
+                        log.warning("microphone %s stopped delivering audio; reopening", self.device.name)
+                        self.reopens += 1
+                        break
+                    yield np.zeros(0, np.int16), rate
+                    continue
+                last_audio = time.monotonic()
+                yield np.frombuffer(data, dtype=np.int16), rate
+
+    def _is_active(self) -> bool:
+        try:
+            return bool(self._stream is not None and self._stream.is_active())
+        except OSError:
+            return False
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.stop_stream()
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            self._stream = None
+        if self._pa is not None:
+            with contextlib.suppress(Exception):
+                self._pa.terminate()
+            self._pa = None
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def close(self) -> None:
+        self._close_stream()
+
+
+def input_devices(quiet: bool = True, pyaudio_module=None) -> list[InputDevice]:
+    """Every input device PortAudio knows now, with its default rate and channels."""
+    pyaudio = pyaudio_module or _pyaudio_module()
+    with quiet_stderr(quiet):
+        pa = pyaudio.PyAudio()
+    try:
+        return list_input_devices(pa)
+    finally:
+        pa.terminate()
