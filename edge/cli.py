@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 COMMANDS = (
     "edge.commands.classify",
     "edge.commands.info",
+    "edge.commands.serve",
+    "edge.commands.run",
+    "edge.commands.devices",
 )
 
 EPILOG = """\

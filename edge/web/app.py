@@ -1,0 +1,287 @@
+"""The Flask app: one page, a JSON API beside it, and the live view when the service runs it.
+
+    GET  /                 the page (upload or record a clip; the live view under the service)
+    POST /api/classify     multipart field "file" -> what `classify --json` prints, plus "windows"
+    GET  /api/state        live only: smoothed state, recent windows, active alerts
+    GET  /api/health       live only: the service's last health event and uptime
+    GET  /api/events       live only: the same events pushed as server-sent events
+
+Uploads are decoded in memory and classified by the same StreamingClassifier as the
+`classify` command; nothing is written to disk and the client's filename is only shown,
+never used as a path. With a token, every request must carry it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import logging
+import re
+import threading
+from pathlib import Path
+
+import flask
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from edge import __version__
+from edge.audio import AudioError, check_signal
+from edge.model import EMOTIONS, Model
+from edge.web.live import CLOSED, LiveFeed
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: ~100 s of 48 kHz stereo WAV, minutes of FLAC
+MAX_CLIP_S = 600.0  # longer clips are refused before decoding: they would hold the classifier for minutes
+SSE_KEEPALIVE_S = 15.0  # a comment line this often lets the server notice a browser that went away
+LIVE_ONLY = "the live view exists only under `python -m edge run --http HOST:PORT`; this is `python -m edge serve`"
+READABLE = "WAV, FLAC, OGG, AIFF, MP3"
+
+
+class InMemoryRequest(flask.Request):
+    """Keeps uploaded files in memory (Werkzeug spools big ones to a temporary file by default).
+
+    Memory stays bounded because MAX_CONTENT_LENGTH rejects bigger bodies while they are read.
+    """
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+def create_app(
+    model_path=None,
+    *,
+    live: LiveFeed | None = None,
+    token: str | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    threads: int | None = None,
+) -> flask.Flask:
+    """The web app around one classifier built now from ``model_path`` (default: the shipped model).
+
+    ``model_path`` may also be a loaded ``Model``: the app then loads its own copy from the
+    same file, because an interpreter must not be shared with the daemon's thread.
+    ``live`` adds the live view; ``token`` makes every request require it.
+    Raises ModelError if the model cannot be served.
+    """
+    from edge.classifier import StreamingClassifier
+
+    if isinstance(model_path, Model):
+        threads = model_path.threads if threads is None else threads
+        model_path = model_path.path
+    if token is not None and not token.strip():
+        raise ValueError("the web token is empty; put a long random string in the token file or the [http] token setting")
+    model = Model(model_path, threads=threads)
+    classifier = StreamingClassifier(model)
+    classify_lock = threading.Lock()  # Flask serves requests on several threads; the classifier has state
+
+    here = Path(__file__).parent
+    app = flask.Flask(__name__, static_folder=str(here / "static"), template_folder=str(here / "templates"))
+    app.request_class = InMemoryRequest
+    app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), JSON_SORT_KEYS=False, SER_TOKEN_SET=token is not None)
+    app.json.sort_keys = False
+    model_name = model.path.stem
+
+    @app.before_request
+    def check_access():
+        if token is None:
+            # Without a token the server only listens on loopback; refusing other Host names
+            # keeps a web site from reaching it through DNS rebinding.
+            if not _loopback_host(flask.request.host):
+                return _error(403, f"requests must address this device as localhost, not {flask.request.host!r}")
+            return None
+        given = _given_token(flask.request)
+        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+            return _error(401, "this server requires its token: send the header 'Authorization: Bearer <token>' or add ?token=<token>")
+        return None
+
+    @app.after_request
+    def harden(response: flask.Response) -> flask.Response:
+        h = response.headers
+        h["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; media-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        )
+        h["X-Content-Type-Options"] = "nosniff"
+        h["Referrer-Policy"] = "no-referrer"  # the token may be in the URL
+        h["X-Frame-Options"] = "DENY"
+        h.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if isinstance(exc, RequestEntityTooLarge):
+            # The body was refused before its filename could be read.
+            return _error(413, f"the upload is larger than the limit of {_mb(max_upload_bytes)}", path="upload")
+        return _error(exc.code or 500, f"{exc.name.lower()}: {flask.request.method} {flask.request.path}")
+
+    @app.get("/")
+    def page():
+        given = flask.request.args.get("token") if token is not None else None
+        return flask.render_template(
+            "index.html",
+            live=live is not None,
+            model_name=model_name,
+            version=__version__,
+            emotions=EMOTIONS,
+            max_upload=_mb(max_upload_bytes),
+            max_upload_bytes=max_upload_bytes,
+            hop_s=model.contract.hop_s,
+            token_query={"token": given} if given else {},
+        )
+
+    @app.post("/api/classify")
+    def classify():
+        upload = flask.request.files.get("file")
+        if upload is None:
+            other = ", ".join(sorted(flask.request.files)) or "none"
+            return _error(400, f"send the audio as the multipart form field 'file' (fields received: {other})", path=None)
+        name = _display_name(upload.filename)
+        data = upload.stream.read()
+        if not data:
+            return _error(400, f"{name}: the file is empty (0 bytes)", path=name)
+        try:
+            audio, rate = _decode(data, name)
+            with classify_lock:
+                result = classifier.classify_clip(audio, rate)
+        except ClipTooLongError as exc:
+            return _error(413, str(exc), path=name)
+        except AudioError as exc:
+            return _error(400, str(exc), path=name)
+        except Exception as exc:  # one bad upload must not end the server
+            log.warning("classification of an upload failed", exc_info=True)
+            return _error(500, f"{name}: could not be classified ({type(exc).__name__}: {exc})", path=name)
+        finally:
+            del data
+        out = result.to_dict(name)
+        out["windows"] = [w.to_dict() for w in result.windows]
+        log.info("classified upload %s: %s (%.1f s)", name, result.label, result.duration_s)
+        return flask.jsonify(out)
+
+    @app.get("/api/state")
+    def state():
+        if live is None:
+            return _error(404, LIVE_ONLY)
+        return flask.jsonify(live.snapshot())
+
+    @app.get("/api/health")
+    def health():
+        if live is None:
+            return _error(404, LIVE_ONLY)
+        return flask.jsonify(live.health())
+
+    @app.get("/api/events")
+    def events():
+        if live is None:
+            return _error(404, LIVE_ONLY)
+        sub = live.subscribe()
+        if sub is None:
+            why = "the service has stopped" if live.closed else f"too many live views are open (at most {live.settings.max_subscribers})"
+            return _error(503, f"cannot follow the live view now: {why}")
+        return flask.Response(
+            _stream(live, sub),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return app
+
+
+def _stream(live: LiveFeed, sub):
+    """Server-sent events: a snapshot first, then every event; a snapshot again after drops."""
+    try:
+        yield _sse("snapshot", {**live.snapshot(), **live.health()})
+        while True:
+            if sub.needs_snapshot:
+                sub.needs_snapshot = False
+                yield _sse("dropped", {"dropped": sub.dropped})
+                yield _sse("snapshot", {**live.snapshot(), **live.health()})
+            event = sub.get(SSE_KEEPALIVE_S)
+            if event is None:
+                yield ": keepalive\n\n"
+            elif event is CLOSED:
+                yield _sse("closed", {})
+                return
+            else:
+                yield _sse(str(event.get("type", "message")), event)
+    finally:
+        live.unsubscribe(sub)
+
+
+def _sse(kind: str, data: dict) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+class ClipTooLongError(AudioError):
+    """An upload whose duration is over MAX_CLIP_S."""
+
+
+def _decode(data: bytes, name: str):
+    """Decode an upload held in memory to mono float32 and its rate, with audio.read_audio's messages."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            rate = f.samplerate
+            if rate > 0 and f.frames > 0 and f.frames / rate > MAX_CLIP_S:
+                raise ClipTooLongError(f"{name}: the clip lasts {f.frames / rate:.0f} s; the page classifies at most {MAX_CLIP_S:.0f} s")
+            audio = f.read(dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        detail = str(exc).split(":", 1)[-1].strip() or "unreadable"
+        if "recognised" in detail or "recognized" in detail or "unknown format" in detail.lower():
+            raise AudioError(f"{name}: not an audio file that can be read ({READABLE})") from None
+        raise AudioError(f"{name}: corrupt or truncated audio ({detail})") from None
+    except (RuntimeError, TypeError, ValueError, OSError) as exc:
+        if isinstance(exc, AudioError):
+            raise
+        raise AudioError(f"{name}: corrupt or truncated audio ({exc})") from None
+    return check_signal(audio, rate, name)
+
+
+def _display_name(filename: str | None) -> str:
+    """The client's filename for display only: its last path part, printable, at most 100 characters."""
+    base = re.split(r"[\\/]", filename or "")[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip()
+    return base[:100] or "upload"
+
+
+def _error(status: int, message: str, path: str | None = None):
+    """A JSON error; answers of /api/classify always carry "path", as `classify --json` does."""
+    body = {"path": path, "error": message} if path is not None or flask.request.path == "/api/classify" else {"error": message}
+    response = flask.jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _given_token(request: flask.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.args.get("token")
+
+
+def _loopback_host(host: str) -> bool:
+    """Whether a Host header ("name", "name:port", "[::1]:port") names this machine's loopback."""
+    if host.startswith("[") and "]" in host:
+        name = host[1 : host.index("]")]
+    elif host.count(":") == 1:
+        name = host.split(":", 1)[0]
+    else:
+        name = host
+    return is_loopback(name)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"

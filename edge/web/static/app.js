@@ -1,0 +1,351 @@
+// The page: upload or record a clip and show the answer of POST /api/classify; under the
+// service, follow the live view (GET /api/state, /api/health, then /api/events pushed as SSE).
+// No framework and nothing fetched from elsewhere: the device may be offline.
+"use strict";
+
+(function () {
+  const body = document.body;
+  const EMOTIONS = body.dataset.emotions.split(",");
+  const HOP_S = parseFloat(body.dataset.hopS) || 0.5;
+  const MAX_UPLOAD_BYTES = parseInt(body.dataset.maxUploadBytes, 10);
+  const MAX_RECORD_S = 60; // a longer recording would only make a bigger upload
+  const token = new URLSearchParams(location.search).get("token");
+  const authHeaders = token ? { Authorization: "Bearer " + token } : {};
+  const $ = (id) => document.getElementById(id);
+
+  function withToken(url) {
+    return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
+  }
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function pct(p) {
+    return (100 * p).toFixed(p >= 0.995 || p < 0.0995 ? 1 : 0) + " %";
+  }
+
+  function setStatus(text, isError) {
+    const status = $("status");
+    status.textContent = text;
+    status.classList.toggle("error", Boolean(isError));
+  }
+
+  // -- drawing ------------------------------------------------------------------------
+
+  function drawBars(container, probs) {
+    container.replaceChildren();
+    if (!probs) return;
+    let top = EMOTIONS[0];
+    for (const e of EMOTIONS) if ((probs[e] || 0) > (probs[top] || 0)) top = e;
+    for (const e of EMOTIONS) {
+      const p = probs[e] || 0;
+      const row = el("div", "bar" + (e === top ? " top" : ""));
+      row.dataset.emotion = e;
+      row.dataset.p = String(p);
+      row.setAttribute("role", "img");
+      row.setAttribute("aria-label", e + " " + pct(p));
+      const track = el("div", "track");
+      const fill = el("div", "fill");
+      fill.style.width = Math.max(0, Math.min(100, 100 * p)).toFixed(1) + "%";
+      track.append(fill);
+      row.append(el("span", "name", e), track, el("span", "value", pct(p)));
+      container.append(row);
+    }
+  }
+
+  // Each window is a mark of one hop's width centred on the window, so marks tile the strip.
+  function drawTimeline(container, windows, from, to) {
+    container.replaceChildren();
+    container.dataset.count = String(windows.length);
+    const span = Math.max(to - from, 1e-6);
+    for (const w of windows) {
+      const centre = (w.start_s + w.end_s) / 2;
+      const left = Math.max(from, centre - HOP_S / 2);
+      const right = Math.min(to, centre + HOP_S / 2);
+      if (right <= left) continue;
+      const mark = el("div", "w" + (w.speech ? "" : " quiet"));
+      mark.dataset.emotion = w.label;
+      mark.style.left = ((100 * (left - from)) / span).toFixed(3) + "%";
+      mark.style.width = ((100 * (right - left)) / span).toFixed(3) + "%";
+      const p = w.probs ? w.probs[w.label] : undefined;
+      if (w.speech && p !== undefined) mark.style.opacity = (0.35 + 0.65 * p).toFixed(2);
+      mark.title = w.start_s.toFixed(1) + "–" + w.end_s.toFixed(1) + " s: " + w.label +
+        (p !== undefined ? " " + pct(p) : "") + (w.speech ? "" : " (no speech)");
+      container.append(mark);
+    }
+  }
+
+  function showResult(r) {
+    $("result").hidden = false;
+    $("result-name").textContent = r.path;
+    $("top-label").textContent = r.label;
+    $("top-label").dataset.emotion = r.label;
+    $("top-p").textContent = pct(r.probs[r.label]);
+    $("duration").textContent = r.duration_s.toFixed(2) + " s";
+    $("speech").textContent = r.speech ? "found" : "not found";
+    $("no-speech").hidden = r.speech;
+    drawBars($("bars"), r.probs);
+    const windows = r.windows || [];
+    const end = Math.max(r.duration_s, ...windows.map((w) => Math.min(w.end_s, r.duration_s)));
+    drawTimeline($("timeline"), windows, 0, end);
+    $("axis").lastElementChild.textContent = end.toFixed(1) + " s";
+  }
+
+  // -- classify: upload -----------------------------------------------------------------
+
+  async function classify(blob, name) {
+    if (blob.size > MAX_UPLOAD_BYTES) {
+      setStatus(name + ": the file is larger than the limit of " + body.dataset.maxUpload + ".", true);
+      return;
+    }
+    const form = new FormData();
+    form.append("file", blob, name);
+    setStatus("Classifying " + name + "…");
+    $("upload").disabled = true;
+    try {
+      const response = await fetch("/api/classify", { method: "POST", body: form, headers: authHeaders });
+      let answer;
+      try {
+        answer = await response.json();
+      } catch (_) {
+        throw new Error("the server answered " + response.status + " without JSON");
+      }
+      if (!response.ok || answer.error) throw new Error(answer.error || "the server answered " + response.status);
+      showResult(answer);
+      setStatus(name + ": " + answer.label + ", from " + answer.windows.length + " window(s).");
+    } catch (err) {
+      setStatus(err.message, true);
+    } finally {
+      $("upload").disabled = false;
+    }
+  }
+
+  $("upload-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const file = $("file").files[0];
+    if (!file) {
+      setStatus("Choose an audio file first.", true);
+      return;
+    }
+    classify(file, file.name);
+  });
+
+  // -- classify: record in the browser ----------------------------------------------------
+  // MediaRecorder makes webm/opus, which libsndfile cannot read, so the page takes raw PCM
+  // from an AudioWorklet and writes a 16-bit mono WAV itself.
+
+  const recorder = { ctx: null, stream: null, chunks: [], timer: null, started: 0 };
+  const recordButton = $("record");
+
+  if (!window.isSecureContext || !navigator.mediaDevices || !window.AudioWorkletNode) {
+    recordButton.disabled = true;
+    $("record-note").textContent = "Recording needs the page opened as http://localhost or over https; upload a file instead.";
+  }
+
+  recordButton.addEventListener("click", () => (recorder.ctx ? stopRecording() : startRecording()));
+
+  async function startRecording() {
+    try {
+      // The browser's voice processing changes the very cues the model listens to.
+      recorder.stream = await navigator.mediaDevices.getUserMedia({
+        audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+      });
+      recorder.ctx = new AudioContext();
+      await recorder.ctx.audioWorklet.addModule(body.dataset.worklet);
+      const source = recorder.ctx.createMediaStreamSource(recorder.stream);
+      const node = new AudioWorkletNode(recorder.ctx, "pcm-tap");
+      recorder.chunks = [];
+      node.port.onmessage = (event) => recorder.chunks.push(event.data);
+      source.connect(node);
+      recorder.started = performance.now();
+      recordButton.textContent = "■ Stop";
+      recordButton.setAttribute("aria-pressed", "true");
+      recorder.timer = setInterval(() => {
+        const s = (performance.now() - recorder.started) / 1000;
+        setStatus("Recording… " + s.toFixed(0) + " s");
+        if (s >= MAX_RECORD_S) stopRecording();
+      }, 250);
+    } catch (err) {
+      await releaseRecorder();
+      setStatus("Cannot record: " + err.message, true);
+    }
+  }
+
+  async function stopRecording() {
+    const rate = recorder.ctx.sampleRate;
+    const chunks = recorder.chunks;
+    await releaseRecorder();
+    const wav = encodeWav(chunks, rate);
+    classify(wav, "recording.wav");
+  }
+
+  async function releaseRecorder() {
+    clearInterval(recorder.timer);
+    if (recorder.stream) recorder.stream.getTracks().forEach((t) => t.stop());
+    if (recorder.ctx) await recorder.ctx.close();
+    recorder.ctx = null;
+    recorder.stream = null;
+    recorder.chunks = [];
+    recordButton.textContent = "● Record";
+    recordButton.setAttribute("aria-pressed", "false");
+  }
+
+  function encodeWav(chunks, rate) {
+    const n = chunks.reduce((sum, c) => sum + c.length, 0);
+    const buffer = new ArrayBuffer(44 + 2 * n);
+    const view = new DataView(buffer);
+    const text = (offset, s) => [...s].forEach((ch, i) => view.setUint8(offset + i, ch.charCodeAt(0)));
+    text(0, "RIFF");
+    view.setUint32(4, 36 + 2 * n, true);
+    text(8, "WAVE");
+    text(12, "fmt ");
+    view.setUint32(16, 16, true); // size of the PCM format chunk
+    view.setUint16(20, 1, true); // PCM
+    view.setUint16(22, 1, true); // mono
+    view.setUint32(24, rate, true);
+    view.setUint32(28, 2 * rate, true); // bytes per second
+    view.setUint16(32, 2, true); // bytes per frame
+    view.setUint16(34, 16, true); // bits per sample
+    text(36, "data");
+    view.setUint32(40, 2 * n, true);
+    let offset = 44;
+    for (const chunk of chunks) {
+      for (let i = 0; i < chunk.length; i++, offset += 2) {
+        const x = Math.max(-1, Math.min(1, chunk[i]));
+        view.setInt16(offset, x < 0 ? x * 32768 : x * 32767, true);
+      }
+    }
+    return new Blob([buffer], { type: "audio/wav" });
+  }
+
+  // -- the live view ------------------------------------------------------------------------
+
+  if (body.dataset.live !== "true") return;
+
+  const live = { windows: [], alerts: new Map(), state: null, health: null, historyS: 300 };
+
+  function drawLive() {
+    const state = live.state;
+    const name = state ? state.state : "—";
+    $("live-state").textContent = name;
+    $("live-state").dataset.state = state ? state.state : "";
+    $("live-state").dataset.emotion = state ? state.state : "";
+    drawBars($("live-bars"), state && state.probs);
+    const end = live.windows.length ? live.windows[live.windows.length - 1].end_s : live.historyS;
+    const from = end - live.historyS;
+    drawTimeline($("live-timeline"), live.windows.filter((w) => w.end_s >= from), from, end);
+    $("live-axis").firstElementChild.textContent = "−" + (live.historyS / 60).toFixed(live.historyS % 60 ? 1 : 0) + " min";
+    drawAlerts();
+  }
+
+  function drawAlerts() {
+    const list = $("live-alerts");
+    list.replaceChildren();
+    if (!live.alerts.size) {
+      list.append(el("li", "muted", "none"));
+      return;
+    }
+    for (const a of live.alerts.values()) {
+      const item = el("li");
+      const badge = el("span", "alert", a.emotion);
+      badge.dataset.emotion = a.emotion;
+      item.append(badge, document.createTextNode(" score " + pct(a.score || 0) + (a.wall_time ? " since " + a.wall_time.slice(11, 19) + " UTC" : "")));
+      list.append(item);
+    }
+  }
+
+  function drawHealth(answer) {
+    const h = answer.health;
+    const put = (key, text) => (document.querySelector('#live-health [data-key="' + key + '"]').textContent = text);
+    if (!h) {
+      put("source", "waiting for the first report…");
+      return;
+    }
+    put("source", h.source ?? "—");
+    const sinks = h.sinks ? Object.entries(h.sinks).map(([n, s]) => n + ": " + s) : [];
+    put("sinks", sinks.length ? sinks.join(", ") : "none");
+    put("queue_length", String(h.queue_length ?? "—"));
+    put("cpu_percent", h.cpu_percent !== undefined ? Number(h.cpu_percent).toFixed(1) + " % of one core" : "—");
+    const up = h.uptime_s ?? answer.uptime_s;
+    put("uptime_s", up !== undefined ? formatDuration(up) : "—");
+  }
+
+  function formatDuration(s) {
+    if (s < 120) return s.toFixed(0) + " s";
+    if (s < 7200) return (s / 60).toFixed(0) + " min";
+    return (s / 3600).toFixed(1) + " h";
+  }
+
+  function setLive(status, text) {
+    $("live-status").dataset.status = status;
+    $("live-status").textContent = text;
+  }
+
+  function applySnapshot(s) {
+    live.state = s.state;
+    live.windows = s.windows || [];
+    live.alerts = new Map((s.alerts || []).map((a) => [String(a.id), a]));
+    if (s.history_s) live.historyS = s.history_s;
+    $("live-history").textContent = (live.historyS / 60).toFixed(live.historyS % 60 ? 1 : 0) + " minutes";
+    drawLive();
+  }
+
+  function addWindow(w) {
+    if (live.windows.length && w.end_s < live.windows[live.windows.length - 1].end_s) live.windows = []; // a new stream
+    live.windows.push(w);
+    const horizon = w.end_s - live.historyS;
+    while (live.windows.length && live.windows[0].end_s < horizon) live.windows.shift();
+  }
+
+  async function getJson(url) {
+    const response = await fetch(url, { headers: authHeaders });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || "the server answered " + response.status);
+    return answer;
+  }
+
+  async function follow() {
+    try {
+      applySnapshot(await getJson("/api/state"));
+      drawHealth(await getJson("/api/health"));
+    } catch (err) {
+      setLive("lost", "unavailable");
+      setStatus(err.message, true);
+    }
+    const events = new EventSource(withToken("/api/events"));
+    events.onopen = () => setLive("live", "live");
+    events.onerror = () => setLive("lost", events.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting…");
+    const on = (type, handler) => events.addEventListener(type, (e) => handler(JSON.parse(e.data)));
+    on("snapshot", (s) => {
+      applySnapshot(s);
+      drawHealth(s);
+    });
+    on("window", (w) => {
+      addWindow(w);
+      drawLive();
+    });
+    on("state", (s) => {
+      live.state = s;
+      drawLive();
+    });
+    on("alert", (a) => {
+      live.alerts.set(String(a.id), a);
+      drawAlerts();
+    });
+    on("alert_end", (a) => {
+      live.alerts.delete(String(a.id));
+      drawAlerts();
+    });
+    on("health", (h) => drawHealth({ health: h }));
+    on("closed", () => {
+      events.close();
+      setLive("stopped", "service stopped");
+    });
+  }
+
+  follow();
+})();
