@@ -119,7 +119,15 @@ CHECKS: dict[str, dict[str, tuple]] = {
 
 # [policy] keys that are defaults for every [policy.alerts.EMOTION] table.
 RULE_KEYS = ("threshold", "hold_s", "hysteresis", "release_s", "cooldown_s")
-POLICY_KEYS = ("smoothing_windows", "silence_s", "reset_after_silence_s", "threshold", "hysteresis", "release_s", "cooldown_s", "alerts")
+POLICY_KEYS = (
+    "smoothing_windows",
+    "silence_s",
+    "reset_after_silence_s",
+    "threshold",
+    "hysteresis",
+    "release_s",
+    "cooldown_s",
+)  # plus the [policy.alerts.EMOTION] tables
 # The driver-monitoring alerts that exist unless a table turns them off with enabled = false.
 DEFAULT_ALERTS = {r.emotion: {"hold_s": r.hold_s} for r in PolicySettings().rules}
 SECTIONS = ("audio", "model", "speech", "policy", "output", "gpio", "mqtt", "http", "debug", "service")
@@ -168,7 +176,7 @@ def settings_from_dict(data: dict) -> ServiceSettings:
         if section not in SECTIONS:
             raise ConfigError(f"unknown section [{section}]; the sections are {', '.join(SECTIONS)}")
         if not isinstance(value, dict):
-            raise ConfigError(f"{section} = {value!r} is not allowed: [{section}] must be a table of keys")
+            raise ConfigError(f"{section} = {_show(value)} is not allowed: [{section}] must be a table of keys")
     service = _build("service", data.get("service", {}), None, {"health_interval_s": 5.0})
     speech = _build("speech", data.get("speech", {}), SpeechSettings)
     settings = ServiceSettings(
@@ -184,11 +192,11 @@ def settings_from_dict(data: dict) -> ServiceSettings:
         health_interval_s=service["health_interval_s"],
     )
     if settings.http.enabled and settings.http.token_file and not Path(settings.http.token_file).is_file():
-        raise ConfigError(f"http.token_file = {settings.http.token_file!r} is not allowed: the file does not exist")
+        raise ConfigError(f"http.token_file = {_show(settings.http.token_file)} is not allowed: the file does not exist")
     if settings.debug.record and not settings.debug.record_dir:
         raise ConfigError("debug.record = true is not allowed without a folder: set debug.record_dir (or pass --record-dir)")
     if settings.audio.kind == "file" and not Path(settings.audio.source).is_file():
-        raise ConfigError(f'audio.source = {settings.audio.source!r} is not allowed: no such file (use "mic", "-" or an audio file)')
+        raise ConfigError(f'audio.source = {_show(settings.audio.source)} is not allowed: no such file (use "mic", "-" or an audio file)')
     return settings
 
 

@@ -68,10 +68,10 @@ class AlertRule:
 
 def driver_rules() -> tuple[AlertRule, ...]:
     """Defaults for driver monitoring: sustained anger or fear within seconds, sadness over a longer hold."""
-    return (
+    return (  # in EMOTIONS order, as the configuration builds them
+        AlertRule("sad", threshold=0.5, hold_s=10.0),
         AlertRule("angry", threshold=0.5, hold_s=3.0),
         AlertRule("fearful", threshold=0.5, hold_s=3.0),
-        AlertRule("sad", threshold=0.5, hold_s=10.0),
     )
 
 

@@ -1,0 +1,275 @@
+"""Audio sources: file (fast, paced, looped), raw PCM on a pipe, and the microphone through a fake PyAudio."""
+
+from __future__ import annotations
+
+import os
+import threading
+import types
+
+import numpy as np
+import pytest
+
+from edge.audio import read_audio
+from edge.service import sources
+from edge.service.backoff import BackoffSettings
+from edge.service.sources import FileSource, MicSource, SourceError, StdinSource, find_device, open_source
+
+RAVDESS_ANGRY = "ravdess/Actor_01/03-01-05-02-01-01-01.flac"
+TESS_CLIP = "tess/OAF_angry/OAF_back_angry.flac"  # 24,414 Hz
+
+
+def collect(source, stop=None, limit=10_000):
+    stop = stop or threading.Event()
+    out = []
+    for chunk, rate in source.chunks(stop):
+        out.append((chunk, rate))
+        if len(out) >= limit:
+            stop.set()
+    return out
+
+
+def test_file_source_yields_the_whole_file_in_chunks_at_its_own_rate(data_dir):
+    path = data_dir / TESS_CLIP
+    audio, rate = read_audio(path)
+    source = FileSource(str(path), chunk_ms=100)
+    chunks = collect(source)
+    assert rate == 24414 and {r for _, r in chunks} == {rate}
+    assert all(c.size == rate // 10 for c, _ in chunks[:-1])
+    np.testing.assert_array_equal(np.concatenate([c for c, _ in chunks]), audio)
+
+
+def test_file_source_loops_until_stopped(data_dir):
+    path = data_dir / RAVDESS_ANGRY
+    audio, _ = read_audio(path)
+    source = FileSource(str(path), chunk_ms=250, loop=True)
+    per_pass = -(-audio.size // source.chunk_samples)
+    chunks = collect(source, limit=per_pass * 2 + 3)
+    joined = np.concatenate([c for c, _ in chunks])
+    np.testing.assert_array_equal(joined[: audio.size], audio)
+    np.testing.assert_array_equal(joined[audio.size : 2 * audio.size], audio)
+    assert source.passes == 2
+
+
+def test_realtime_file_source_waits_as_long_as_the_audio_lasts(data_dir, monkeypatch):
+    """A fake clock that only the source's waits advance: the total wait equals the audio's duration."""
+    clock = [1000.0]
+    monkeypatch.setattr(sources.time, "monotonic", lambda: clock[0])
+
+    class FakeStop:
+        def is_set(self):
+            return False
+
+        def wait(self, seconds):
+            clock[0] += seconds
+            return False
+
+    path = data_dir / RAVDESS_ANGRY
+    audio, rate = read_audio(path)
+    source = FileSource(str(path), chunk_ms=100, realtime=True)
+    released = []
+    for chunk, _ in source.chunks(FakeStop()):
+        released.append((clock[0] - 1000.0, chunk.size))
+    sent = np.cumsum([n for _, n in released])
+    # Every chunk is released exactly when its last sample would have been captured.
+    np.testing.assert_allclose([t for t, _ in released], sent / rate, atol=1e-9)
+    assert clock[0] - 1000.0 == pytest.approx(audio.size / rate)
+
+
+def test_file_source_refuses_a_missing_or_unreadable_file(tmp_path):
+    with pytest.raises(SourceError, match="no such file"):
+        FileSource(str(tmp_path / "nope.wav"))
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really")
+    with pytest.raises(SourceError, match="bad.wav"):
+        open_source(sources.SourceSettings(source=str(bad)))
+
+
+def _pcm_pipe(payload: bytes, pieces: list[int]):
+    """A pipe whose writer sends ``payload`` in pieces of the given sizes (odd ones split frames), then closes."""
+    read_fd, write_fd = os.pipe()
+
+    def writer():
+        at = 0
+        for size in pieces:
+            os.write(write_fd, payload[at : at + size])
+            at += size
+        os.write(write_fd, payload[at:])
+        os.close(write_fd)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    return read_fd, thread
+
+
+def test_stdin_source_decodes_s16le_split_anywhere(data_dir):
+    audio, _ = read_audio(data_dir / RAVDESS_ANGRY)
+    pcm = np.round(audio * 32767).astype("<i2")
+    read_fd, thread = _pcm_pipe(pcm.tobytes(), [1, 3, 4097, 10_001, 7])
+    try:
+        chunks = collect(StdinSource(rate_hz=16000, fd=read_fd))
+    finally:
+        thread.join()
+        os.close(read_fd)
+    assert {r for _, r in chunks} == {16000}
+    np.testing.assert_array_equal(np.concatenate([c for c, _ in chunks]), pcm)
+
+
+def test_stdin_source_mixes_interleaved_channels_to_mono():
+    left = np.array([1000, -2000, 3000, 0], dtype="<i2")
+    right = np.array([3000, 2000, -3000, 100], dtype="<i2")
+    read_fd, thread = _pcm_pipe(np.stack([left, right], axis=1).tobytes(), [5])
+    try:
+        chunks = collect(StdinSource(rate_hz=8000, channels=2, fd=read_fd))
+    finally:
+        thread.join()
+        os.close(read_fd)
+    mono = np.concatenate([c for c, _ in chunks if c.size])
+    np.testing.assert_allclose(mono, (left.astype(np.float32) + right) / 2 / 32768.0)
+
+
+def test_stdin_source_yields_empty_chunks_while_the_pipe_is_quiet_and_stops_on_request():
+    read_fd, write_fd = os.pipe()
+    stop = threading.Event()
+    got = []
+    try:
+        for chunk, _ in StdinSource(fd=read_fd).chunks(stop):
+            got.append(chunk.size)
+            if len(got) == 2:
+                stop.set()
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert got == [0, 0]
+
+
+# ------------------------------------------------------------------------------------------ microphone
+
+
+class FakeStream:
+    """Delivers chunks to the callback from its own thread, like PortAudio."""
+
+    def __init__(self, pa, rate, frames, callback, chunks, overflow_at=()):
+        self.pa, self.rate, self.frames, self.callback = pa, rate, frames, callback
+        self.active = False
+        self._chunks, self._overflow_at = chunks, overflow_at
+        self._thread = threading.Thread(target=self._deliver, daemon=True)
+
+    def start_stream(self):
+        self.active = True
+        self._thread.start()
+
+    def _deliver(self):
+        for i in range(self._chunks):
+            if not self.active:
+                return
+            data = (np.full(self.frames, i + 1, dtype=np.int16)).tobytes()
+            self.callback(data, self.frames, {}, sources.PA_INPUT_OVERFLOW if i in self._overflow_at else 0)
+        self.active = False  # the device went away (unplugged)
+
+    def is_active(self):
+        return self.active
+
+    def stop_stream(self):
+        self.active = False
+
+    def close(self):
+        self.active = False
+
+
+def fake_pyaudio(devices, busy_opens=0, chunks_per_stream=3, overflow_at=()):
+    """A stand-in for the pyaudio module: `devices` are (name, rate, input channels)."""
+    state = types.SimpleNamespace(opens=0, failed_opens=0, streams=[], terminated=0)
+
+    class PyAudio:
+        def get_device_count(self):
+            return len(devices)
+
+        def get_device_info_by_index(self, i):
+            name, rate, channels = devices[i]
+            return {"index": i, "name": name, "defaultSampleRate": float(rate), "maxInputChannels": channels}
+
+        def get_default_input_device_info(self):
+            inputs = [i for i, d in enumerate(devices) if d[2] > 0]
+            if not inputs:
+                raise OSError("No Default Input Device Available")
+            return self.get_device_info_by_index(inputs[0])
+
+        def open(self, format, channels, rate, input, input_device_index, frames_per_buffer, stream_callback):
+            if state.failed_opens < busy_opens:
+                state.failed_opens += 1
+                raise OSError("[Errno -9985] Device unavailable")
+            state.opens += 1
+            stream = FakeStream(self, rate, frames_per_buffer, stream_callback, chunks_per_stream, overflow_at)
+            state.streams.append(stream)
+            return stream
+
+        def terminate(self):
+            state.terminated += 1
+
+    module = types.SimpleNamespace(PyAudio=PyAudio, paInt16=8, state=state)
+    return module
+
+
+FAST = BackoffSettings(initial_s=0.01, max_s=0.02, jitter=0.0)
+
+
+def test_mic_opens_at_the_device_rate_counts_overflows_and_reopens_when_unplugged():
+    module = fake_pyaudio([("HDMI out", 48000, 0), ("USB Mic", 44100, 1)], chunks_per_stream=3, overflow_at=(1,))
+    mic = MicSource("usb", chunk_ms=100, pyaudio_module=module, backoff=FAST, stall_s=5.0)
+    stop = threading.Event()
+    audio = []
+    for chunk, rate in mic.chunks(stop):
+        assert rate == 44100
+        if chunk.size:
+            audio.append(chunk)
+        if len(audio) == 6:  # two streams' worth: the first "unplugged" after 3 chunks
+            stop.set()
+    mic.close()
+    assert [c.size for c in audio] == [4410] * 6
+    assert [int(c[0]) for c in audio] == [1, 2, 3, 1, 2, 3]
+    assert module.state.opens == 2 and mic.reopens == 1
+    assert mic.overflows >= 1  # the flagged callback; overflows never end the stream
+
+
+def test_mic_retries_a_busy_device_with_backoff(caplog):
+    module = fake_pyaudio([("USB Mic", 16000, 1)], busy_opens=2, chunks_per_stream=1)
+    mic = MicSource("", pyaudio_module=module, backoff=FAST)
+    stop = threading.Event()
+    with caplog.at_level("WARNING"):
+        for chunk, _ in mic.chunks(stop):
+            if chunk.size:
+                stop.set()
+    mic.close()
+    assert module.state.failed_opens == 2 and module.state.opens == 1
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_mic_named_device_that_does_not_exist_is_refused_at_once():
+    module = fake_pyaudio([("USB Mic", 16000, 1), ("Speaker", 48000, 0)])
+    with pytest.raises(SourceError, match="no input device matches 'webcam'.*0: USB Mic"):
+        MicSource("webcam", pyaudio_module=module)
+    with pytest.raises(SourceError, match="'1'"):
+        MicSource("1", pyaudio_module=module)  # index 1 exists but is not an input
+
+
+def test_find_device_by_index_exact_or_unique_partial_name():
+    devs = [sources.InputDevice(0, "USB Mic A", 44100, 1), sources.InputDevice(3, "USB Mic B", 48000, 2)]
+    assert find_device(devs, "3", None).name == "USB Mic B"
+    assert find_device(devs, "USB Mic A", None).index == 0
+    assert find_device(devs, "mic b", None).index == 3
+    assert find_device(devs, "usb", None) is None  # ambiguous
+    assert find_device(devs, "", 3).index == 3
+    assert find_device([], "", None) is None
+
+
+def test_devices_command_lists_inputs_and_says_so_when_there_are_none(capsys):
+    from edge.commands import devices
+
+    args = types.SimpleNamespace(debug=False, json=False)
+    assert devices.main(args, pyaudio_module=fake_pyaudio([("Speaker", 48000, 0), ("USB Mic", 44100, 2)])) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["index", "rate_hz", "channels", "name"]
+    assert out[1].split() == ["1", "44100", "2", "USB", "Mic"]
+    assert len(out) == 2
+    assert devices.main(args, pyaudio_module=fake_pyaudio([])) == 0
+    assert "no audio input devices found" in capsys.readouterr().out
