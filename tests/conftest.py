@@ -32,3 +32,20 @@ def tiny_model_path(tmp_path_factory) -> Path:
     from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture
+def mosquitto_broker(tmp_path_factory, request):
+    """A real mosquitto on a free loopback port; .stop() and .start() again on the same port make an outage.
+
+    Parametrize indirectly with {"persistent": True} to keep sessions across restarts.
+    """
+    from mosquitto import MosquittoBroker
+
+    options = getattr(request, "param", None) or {}
+    try:
+        broker = MosquittoBroker(tmp_path_factory.mktemp("mosquitto"), **options).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield broker
+    broker.stop()

@@ -1,0 +1,461 @@
+"""The MQTT sink: state, alerts and availability to a broker, Home Assistant discovery, nothing lost.
+
+Topics, under ``{topic_prefix}/{device_id}``:
+- ``availability``: "online" (retained) once connected; "offline" (retained) on a clean stop, and
+  as the last will the broker publishes if the device vanishes.
+- ``state``: the smoothed state as JSON (``value_json.state`` is an emotion or "silence"), retained.
+- ``alert``: "alert" and "alert_end" events as JSON, not retained, delivered at least once, in order.
+- ``health``: the periodic health event, QoS 0; ``window``: every window, only with ``publish_windows``.
+Home Assistant discovery (retained, on every connect): ``{discovery_prefix}/sensor/{device_id}_emotion/config``
+and ``{discovery_prefix}/binary_sensor/{device_id}_alert/config``.
+
+Nothing lost: every alert event goes into the :class:`~edge.service.queue.AlertQueue` (written to its
+file) before anything else, and leaves it only when the broker has acknowledged the publish.
+
+Reconnection: one manager thread per sink opens a fresh paho client per connection, with
+:func:`edge.service.backoff.retry` between attempts (paho's own reconnect is switched off, so
+the backoff lives in one place). A fresh client per connection means our queue is the only
+store of undelivered alerts: on every connect the manager publishes availability, discovery,
+the latest state and then the whole queue in order, while holding the lock ``handle`` takes,
+so an alert raised meanwhile lands after the backlog and the broker sees alerts in the order
+they were raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge import __version__
+from edge.service.backoff import Backoff, BackoffSettings, retry
+from edge.service.queue import AlertQueue
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+"""How long to wait for the TCP connection and then for the broker's CONNACK."""
+ACK_WAIT_S = 0.5
+"""How long close() waits for in-flight publishes to be acknowledged: the service must stop within 2 s."""
+JOIN_WAIT_S = 0.8
+"""How long close() waits for the connection thread, which may sit in a blocking connect to a silent host."""
+QUEUED_TYPES = ("alert", "alert_end")
+"""Events that go through the persistent queue: they must arrive, in order."""
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class MqttConfigError(ValueError):
+    """A setting of the MQTT sink cannot work; the message is one sentence naming it and the fix."""
+
+
+def default_device_id() -> str:
+    """The host name, lowercased, with anything but letters, digits, _ and - replaced by _."""
+    return re.sub(r"[^a-z0-9_-]", "_", socket.gethostname().lower()) or "ser-edge"
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Where to publish and how; password and CA certificate are read from files, never given inline."""
+
+    host: str
+    """Broker host name or address."""
+    port: int = 1883
+    """Broker TCP port (usually 8883 with TLS)."""
+    device_id: str = field(default_factory=default_device_id)
+    """This device in topic names and Home Assistant ids: letters, digits, _ and -."""
+    topic_prefix: str = "ser-edge"
+    """First level of every topic: {topic_prefix}/{device_id}/..."""
+    username: str | None = None
+    """User name for the broker, if it requires one."""
+    password_file: str | None = None
+    """File holding the broker password (one line; the trailing newline is ignored)."""
+    tls: bool = False
+    """Connect with TLS."""
+    ca_file: str | None = None
+    """CA certificate bundle (PEM) to verify the broker with TLS; None uses the system's."""
+    keepalive_s: int = 30
+    """MQTT keepalive: the broker declares the device gone (and publishes the will) after 1.5 times this."""
+    discovery: bool = True
+    """Publish Home Assistant MQTT discovery configs so the device appears by itself."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant's discovery prefix."""
+    queue_file: str | None = None
+    """File that keeps undelivered alerts across restarts; None keeps them in memory only."""
+    queue_max: int = 1000
+    """Most undelivered alert events kept; beyond it the oldest is dropped with a warning."""
+    client_id: str | None = None
+    """MQTT client id; None means ser-edge-{device_id}."""
+    qos: int = 1
+    """QoS of alerts, state and availability; 1 (at least once) is what makes alerts survive outages."""
+    publish_windows: bool = False
+    """Also publish every classified window (several a second) to {topic_prefix}/{device_id}/window."""
+
+    def __post_init__(self) -> None:
+        if not self.host or any(c.isspace() for c in self.host):
+            raise MqttConfigError(f"the MQTT host {self.host!r} is not a host name or address; give one such as 127.0.0.1 or broker.local")
+        if not 1 <= int(self.port) <= 65535:
+            raise MqttConfigError(f"the MQTT port {self.port} is out of range; use 1883 (or 8883 with TLS)")
+        if not _ID_RE.match(self.device_id):
+            raise MqttConfigError(f"the device id {self.device_id!r} may only hold letters, digits, _ and -; choose one such as kitchen-pi")
+        for name in ("topic_prefix", "discovery_prefix"):
+            value = getattr(self, name)
+            if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
+                raise MqttConfigError(f"the MQTT {name} {value!r} must be a topic without + or # and without a leading or trailing /")
+        if self.qos not in (0, 1, 2):
+            raise MqttConfigError(f"the MQTT qos {self.qos} must be 0, 1 or 2 (1 is the one that keeps alerts)")
+        if self.keepalive_s < 5:
+            raise MqttConfigError(f"the MQTT keepalive_s {self.keepalive_s} is too short; use 5 s or more (30 is usual)")
+        if self.queue_max < 1:
+            raise MqttConfigError(f"the MQTT queue_max {self.queue_max} must be at least 1")
+        if self.password_file and not self.username:
+            raise MqttConfigError("an MQTT password_file was given without a username; set username too")
+
+    @classmethod
+    def from_address(cls, address: str, **fields) -> MqttSettings:
+        """Settings from ``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` plus any other fields."""
+        host, port = address, None
+        if address.startswith("["):
+            host, _, rest = address[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else None
+        elif address.count(":") == 1:
+            host, port = address.split(":")
+        if port is not None:
+            try:
+                fields["port"] = int(port)
+            except ValueError:
+                raise MqttConfigError(f"the MQTT address {address!r} has a port that is not a number; write HOST or HOST:PORT") from None
+        return cls(host=host, **fields)
+
+    @property
+    def base_topic(self) -> str:
+        return f"{self.topic_prefix}/{self.device_id}"
+
+    def topic(self, leaf: str) -> str:
+        """The topic {topic_prefix}/{device_id}/{leaf}."""
+        return f"{self.base_topic}/{leaf}"
+
+
+def read_password(path: str | Path) -> str:
+    """The password in ``path`` without its trailing newline; MqttConfigError if it cannot be read."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MqttConfigError(f"the MQTT password file {path} does not exist; create it with the password on one line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise MqttConfigError(f"cannot read the MQTT password file {path} ({reason}); check its permissions") from None
+    password = text.rstrip("\r\n")
+    if not password:
+        raise MqttConfigError(f"the MQTT password file {path} is empty; put the password on its first line")
+    return password
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """An SSL context verifying the broker with ``ca_file`` (or the system's CAs); None without TLS."""
+    if not settings.tls:
+        if settings.ca_file:
+            log.warning("MQTT ca_file %s is ignored because tls is off", settings.ca_file)
+        return None
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file)
+    except FileNotFoundError:
+        raise MqttConfigError(f"the MQTT CA file {settings.ca_file} does not exist; give the broker's CA certificate in PEM form") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise MqttConfigError(f"the MQTT CA file {settings.ca_file} is not a usable PEM certificate ({exc})") from None
+
+
+def discovery_configs(settings: MqttSettings) -> dict[str, dict]:
+    """Home Assistant MQTT discovery: {config topic: payload} for the emotion sensor and the alert binary sensor."""
+    s = settings
+    device = {
+        "identifiers": [f"ser_edge_{s.device_id}"],
+        "name": f"Speech emotion {s.device_id}",
+        "model": "ser-edge speech emotion recognition",
+        "manufacturer": "ser-edge",
+        "sw_version": __version__,
+    }
+    availability = {
+        "availability_topic": s.topic("availability"),
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    }
+    emotion = {
+        "name": "Emotion",
+        "unique_id": f"ser_edge_{s.device_id}_emotion",
+        "state_topic": s.topic("state"),
+        "value_template": "{{ value_json.state }}",
+        "json_attributes_topic": s.topic("state"),
+        "json_attributes_template": "{{ value_json.probs | tojson }}",
+        "icon": "mdi:account-voice",
+        **availability,
+        "device": device,
+    }
+    alert = {
+        "name": "Emotion alert",
+        "unique_id": f"ser_edge_{s.device_id}_alert",
+        "state_topic": s.topic("alert"),
+        # alert turns it on, alert_end off; the attributes carry the emotion and score.
+        "value_template": "{{ 'ON' if value_json.type == 'alert' else 'OFF' }}",
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "json_attributes_topic": s.topic("alert"),
+        "device_class": "problem",
+        **availability,
+        "device": device,
+    }
+    return {
+        f"{s.discovery_prefix}/sensor/{s.device_id}_emotion/config": emotion,
+        f"{s.discovery_prefix}/binary_sensor/{s.device_id}_alert/config": alert,
+    }
+
+
+def _dumps(event: dict) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+class MqttSink:
+    """Publishes events to an MQTT broker; a down broker at start-up or later is not fatal.
+
+    Construction reads the password and CA files (MqttConfigError if they cannot be used),
+    opens the alert queue and starts the connection thread. ``handle`` never blocks on the
+    network; ``close`` returns within about 1.5 s even when the broker is unreachable.
+    """
+
+    name = "mqtt"
+
+    def __init__(self, settings: MqttSettings, backoff: BackoffSettings | None = None) -> None:
+        self.settings = settings
+        self._password = read_password(settings.password_file) if settings.password_file else None
+        self._tls = tls_context(settings)
+        self._queue = AlertQueue(settings.queue_file, settings.queue_max)
+        self._backoff = Backoff(backoff)
+        self._client_id = settings.client_id or f"ser-edge-{settings.device_id}"
+        self._address = f"{settings.host}:{settings.port}"
+
+        self._stop = threading.Event()
+        self._closed = False
+        # _lock orders publishes and guards the connection state; paho callbacks never take it
+        # (paho calls on_publish holding its own message lock, which publish() also takes).
+        self._lock = threading.Lock()
+        self._client = None
+        self._connected = False
+        self._latest_state: dict | None = None
+        # _acks guards the in-flight map {mid: queue seq}; on_publish takes only this one.
+        self._acks = threading.Condition(threading.Lock())
+        self._inflight: dict[int, int | None] = {}
+        self._acked_early: set[int] = set()
+        self._connack = threading.Event()
+        self._connack_reason: str | None = None
+        self._session_over = threading.Event()
+
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self._address}", daemon=True)
+        self._thread.start()
+
+    # -- the Sink interface ---------------------------------------------------------------------
+
+    @property
+    def queue_length(self) -> int:
+        """Alert events not yet acknowledged by the broker."""
+        return len(self._queue)
+
+    @property
+    def status(self) -> str:
+        """One word for the health event: connected, disconnected (alerts are queued meanwhile) or closed."""
+        if self._closed:
+            return "closed"
+        return "connected" if self._connected else "disconnected"
+
+    def handle(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind in QUEUED_TYPES:
+            with self._lock:
+                seq = self._queue.append(event)
+                if self._connected and not self._closed:
+                    self._publish(self.settings.topic("alert"), _dumps(event), self.settings.qos, retain=False, seq=seq)
+                else:
+                    log.info(
+                        "MQTT broker %s not connected: %s %s queued (%d waiting)", self._address, kind, event.get("id"), len(self._queue)
+                    )
+        elif kind == "state":
+            with self._lock:
+                self._latest_state = dict(event)
+                if self._connected and not self._closed:
+                    self._publish(self.settings.topic("state"), _dumps(event), self.settings.qos, retain=True)
+        elif kind == "health":
+            self._publish_if_connected(self.settings.topic("health"), event)
+        elif kind == "window" and self.settings.publish_windows:
+            self._publish_if_connected(self.settings.topic("window"), event)
+
+    def close(self) -> None:
+        """Publish "offline", wait briefly for acknowledgements, save the queue and disconnect."""
+        if self._closed:
+            return
+        self._stop.set()
+        with self._lock:
+            self._closed = True
+            client = self._client if self._connected else None
+            if client is not None:
+                self._publish(self.settings.topic("availability"), "offline", self.settings.qos, retain=True)
+        if client is not None:
+            self._wait_for_acks(ACK_WAIT_S)
+            client.disconnect()
+        self._session_over.set()
+        self._thread.join(JOIN_WAIT_S)
+        if self._thread.is_alive():
+            log.warning("MQTT connection thread to %s still busy after %.1f s; leaving it", self._address, JOIN_WAIT_S)
+        self._queue.flush()
+        if len(self._queue):
+            where = f"kept in {self.settings.queue_file}" if self.settings.queue_file else "lost (no queue_file is set)"
+            log.warning("MQTT: %d undelivered alert event(s) %s", len(self._queue), where)
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def _publish_if_connected(self, topic: str, event: dict) -> None:
+        with self._lock:
+            if self._connected and not self._closed:
+                self._publish(topic, _dumps(event), 0, retain=False)
+
+    def _publish(self, topic: str, payload: str, qos: int, retain: bool, seq: int | None = None) -> None:
+        """Hand one message to paho (caller holds _lock); QoS > 0 messages are tracked until acknowledged."""
+        client = self._client
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        if qos == 0:
+            return
+        with self._acks:
+            if info.mid in self._acked_early:  # the ack overtook us
+                self._acked_early.discard(info.mid)
+                if seq is not None:
+                    self._queue.remove(seq)
+            else:
+                self._inflight[info.mid] = seq
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._acks:
+            if client is not self._client:
+                return
+            if mid not in self._inflight:
+                self._acked_early.add(mid)
+                return
+            seq = self._inflight.pop(mid)
+            if seq is not None:
+                # Persist removals once the burst of acknowledgements is over: a crash
+                # in between costs a duplicate delivery, never a lost alert.
+                self._queue.remove(seq, save=not self._inflight)
+            if not self._inflight:
+                self._acks.notify_all()
+
+    def _wait_for_acks(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._acks:
+            while self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("MQTT: %d publish(es) not acknowledged within %.1f s", len(self._inflight), timeout_s)
+                    return
+                self._acks.wait(left)
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            client = retry(self._open_session, f"MQTT connection to {self._address}", self._stop, self._backoff, errors=(OSError,))
+            if client is None:
+                return
+            self._session_over.wait()
+            self._end_session(client)
+
+    def _new_client(self):
+        import paho.mqtt.client as mqtt  # imported here so the service runs without paho when MQTT is off
+
+        s = self.settings
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            clean_session=True,
+            reconnect_on_failure=False,  # reconnecting is ours, with the shared backoff
+        )
+        client.connect_timeout = CONNECT_TIMEOUT_S
+        if s.username:
+            client.username_pw_set(s.username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        client.will_set(s.topic("availability"), "offline", qos=s.qos, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _open_session(self):
+        """Connect a fresh client, wait for CONNACK, then publish what the broker must see first."""
+        self._connack.clear()
+        self._connack_reason = None
+        self._session_over.clear()
+        client = self._new_client()
+        client.connect(self.settings.host, self.settings.port, self.settings.keepalive_s)  # OSError when unreachable
+        client.loop_start()
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while not self._connack.wait(0.05):
+            if self._stop.is_set() or time.monotonic() > deadline or self._session_over.is_set():
+                self._drop(client)
+                if self._stop.is_set():
+                    return None
+                raise TimeoutError(f"no answer from the broker within {CONNECT_TIMEOUT_S:.0f} s")
+        if self._connack_reason is not None:
+            self._drop(client)
+            raise ConnectionRefusedError(f"the broker refused the connection: {self._connack_reason}")
+        self._begin_session(client)
+        return client
+
+    def _begin_session(self, client) -> None:
+        s = self.settings
+        with self._lock:
+            if self._closed:
+                self._drop(client)
+                return
+            with self._acks:
+                self._inflight.clear()
+                self._acked_early.clear()
+            self._client = client
+            self._publish(s.topic("availability"), "online", s.qos, retain=True)
+            if s.discovery:
+                for topic, config in discovery_configs(s).items():
+                    self._publish(topic, _dumps(config), s.qos, retain=True)
+            if self._latest_state is not None:
+                self._publish(s.topic("state"), _dumps(self._latest_state), s.qos, retain=True)
+            backlog = self._queue.items()
+            for seq, event in backlog:
+                self._publish(s.topic("alert"), _dumps(event), s.qos, retain=False, seq=seq)
+            self._connected = True
+        if backlog:
+            log.info("MQTT connected to %s; delivering %d queued alert event(s)", self._address, len(backlog))
+        else:
+            log.info("MQTT connected to %s as %s", self._address, self._client_id)
+
+    def _end_session(self, client) -> None:
+        with self._lock:
+            self._connected = False
+        self._drop(client)
+        with self._acks:
+            self._inflight.clear()
+            self._acked_early.clear()
+            self._acks.notify_all()
+        if not self._stop.is_set():
+            log.warning("MQTT connection to %s lost; %d alert event(s) waiting; reconnecting", self._address, len(self._queue))
+
+    def _drop(self, client) -> None:
+        client.disconnect()
+        client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connack_reason = str(reason_code) if reason_code.is_failure else None
+        self._connack.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._session_over.set()

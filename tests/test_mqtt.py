@@ -1,0 +1,441 @@
+"""The persistent alert queue and the MQTT sink, against a real mosquitto on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mosquitto import MosquittoBroker, Subscriber, free_port
+
+from edge.service.backoff import BackoffSettings
+from edge.service.mqtt import MqttConfigError, MqttSettings, MqttSink, discovery_configs, read_password
+from edge.service.queue import AlertQueue, QueueFileError
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = BackoffSettings(initial_s=0.1, max_s=0.5)
+"""Reconnect quickly in tests; the device uses the default (0.5 s growing to 30 s)."""
+WAIT_S = 15.0
+"""Upper bound for things that happen within a second; generous because the machine is shared."""
+
+
+def alert(i: int) -> dict:
+    return {"type": "alert", "time_s": float(i), "id": i, "emotion": "angry", "score": 0.9, "started_s": float(i)}
+
+
+def alert_ids(sub: Subscriber, topic: str) -> list[int]:
+    """Alert ids in order of first arrival: QoS 1 is at least once, so a message whose
+    acknowledgement was cut by the outage may legitimately arrive twice."""
+    ids = [m.json()["id"] for m in sub.on(topic)]
+    return list(dict.fromkeys(ids))
+
+
+def wait_until(predicate, timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def sinks():
+    """Make sinks that are closed after the test, whatever happens."""
+    made: list[MqttSink] = []
+
+    def make(settings: MqttSettings) -> MqttSink:
+        sink = MqttSink(settings, backoff=FAST)
+        made.append(sink)
+        return sink
+
+    yield make
+    for sink in made:
+        sink.close()
+
+
+# -- the queue ------------------------------------------------------------------------------------
+
+
+def test_queue_keeps_order_across_restarts(tmp_path):
+    path = tmp_path / "alerts.jsonl"
+    q = AlertQueue(path, max_items=10)
+    seqs = [q.append(alert(i)) for i in range(5)]
+    assert q.remove(seqs[1])
+    assert not q.remove(seqs[1])
+
+    again = AlertQueue(path, max_items=10)
+    assert [e["id"] for _, e in again.items()] == [0, 2, 3, 4]
+    assert again.append(alert(5)) > seqs[-1], "sequence numbers keep growing after a restart"
+    assert [e["id"] for _, e in AlertQueue(path).items()] == [0, 2, 3, 4, 5]
+
+
+def test_queue_drops_the_oldest_when_full(tmp_path, caplog):
+    q = AlertQueue(tmp_path / "alerts.jsonl", max_items=3)
+    for i in range(5):
+        q.append(alert(i))
+    assert [e["id"] for _, e in q.items()] == [2, 3, 4]
+    assert q.dropped == 2
+    assert sum("dropped the oldest" in r.getMessage() for r in caplog.records) == 2
+    assert len(AlertQueue(tmp_path / "alerts.jsonl", max_items=3)) == 3
+
+
+def test_queue_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "alerts.jsonl"
+    q = AlertQueue(path)
+    q.append(alert(0))
+    before = path.read_bytes()
+    assert [json.loads(line)["event"]["id"] for line in before.splitlines()] == [0]
+
+    def crash(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    q.append(alert(1))  # logged, not raised: the alert is still in memory
+    assert path.read_bytes() == before, "a failed write must leave the previous file intact"
+    assert [e["id"] for _, e in q.items()] == [0, 1]
+    monkeypatch.undo()
+    q.flush()
+    assert [e["id"] for _, e in AlertQueue(path).items()] == [0, 1]
+    assert not list(tmp_path.glob("*.tmp")), "the temporary file is renamed into place"
+
+
+def test_queue_skips_unreadable_lines(tmp_path, caplog):
+    path = tmp_path / "alerts.jsonl"
+    good = [json.dumps({"seq": i + 1, "event": alert(i)}) for i in range(3)]
+    path.write_text(good[0] + "\n{not json\n" + good[1] + "\n" + '{"seq": 9}\n' + good[2][:20] + "\n")
+    q = AlertQueue(path)
+    assert [e["id"] for _, e in q.items()] == [0, 1]
+    assert any("skipped 3 unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_queue_removals_can_be_saved_in_one_write(tmp_path):
+    path = tmp_path / "alerts.jsonl"
+    q = AlertQueue(path)
+    a, b = q.append(alert(0)), q.append(alert(1))
+    q.remove(a, save=False)
+    assert len(AlertQueue(path)) == 2, "not written yet"
+    q.remove(b)
+    assert len(AlertQueue(path)) == 0
+
+
+def test_queue_in_memory_and_bad_paths(tmp_path):
+    q = AlertQueue(None, max_items=2)
+    q.append(alert(0))
+    assert len(q) == 1
+    with pytest.raises(QueueFileError, match="is a folder"):
+        AlertQueue(tmp_path)
+    with pytest.raises(ValueError, match="at least one"):
+        AlertQueue(None, max_items=0)
+
+
+# -- settings ---------------------------------------------------------------------------------------
+
+
+def test_settings_from_address():
+    s = MqttSettings.from_address("broker.local", device_id="a")
+    assert (s.host, s.port) == ("broker.local", 1883)
+    s = MqttSettings.from_address("10.0.0.2:8883", device_id="a", tls=True)
+    assert (s.host, s.port, s.tls) == ("10.0.0.2", 8883, True)
+    s = MqttSettings.from_address("[::1]:1884", device_id="a")
+    assert (s.host, s.port) == ("::1", 1884)
+    assert s.topic("alert") == "ser-edge/a/alert"
+    with pytest.raises(MqttConfigError, match="port that is not a number"):
+        MqttSettings.from_address("host:mqtt", device_id="a")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"port": 0}, "out of range"),
+        ({"device_id": "kitchen pi"}, "device id"),
+        ({"topic_prefix": "home/#"}, "topic_prefix"),
+        ({"qos": 3}, "qos"),
+        ({"password_file": "/x"}, "without a username"),
+    ],
+)
+def test_settings_refuse_what_cannot_work(fields, message):
+    with pytest.raises(MqttConfigError, match=message) as info:
+        MqttSettings(host="h", **({"device_id": "d"} | fields))
+    assert isinstance(info.value, ValueError), "the service's config turns ValueError into exit status 2"
+
+
+def test_default_device_id_is_a_valid_topic_level():
+    s = MqttSettings(host="h")
+    assert s.device_id and "/" not in s.device_id
+
+
+def test_password_file(tmp_path):
+    f = tmp_path / "pw"
+    f.write_text("s3cret word\n")
+    assert read_password(f) == "s3cret word"
+    with pytest.raises(MqttConfigError, match="does not exist"):
+        read_password(tmp_path / "missing")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(MqttConfigError, match="is empty"):
+        read_password(tmp_path / "empty")
+    with pytest.raises(MqttConfigError, match="password file"):
+        MqttSink(MqttSettings(host="127.0.0.1", device_id="d", username="u", password_file=str(tmp_path / "missing")))
+
+
+def test_missing_ca_file_is_a_configuration_error(tmp_path):
+    with pytest.raises(MqttConfigError, match="CA file"):
+        MqttSink(MqttSettings(host="127.0.0.1", device_id="d", tls=True, ca_file=str(tmp_path / "ca.pem")))
+
+
+def test_discovery_payloads_follow_home_assistant():
+    configs = discovery_configs(MqttSettings(host="h", device_id="pi4", topic_prefix="ser", discovery_prefix="ha"))
+    sensor = configs["ha/sensor/pi4_emotion/config"]
+    binary = configs["ha/binary_sensor/pi4_alert/config"]
+    for config in (sensor, binary):
+        assert {"name", "unique_id", "state_topic", "value_template", "json_attributes_topic", "availability_topic", "device"} <= set(
+            config
+        )
+        assert set(config["device"]) == {"identifiers", "name", "model", "manufacturer", "sw_version"}
+        assert config["availability_topic"] == "ser/pi4/availability"
+        assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
+    assert sensor["state_topic"] == "ser/pi4/state" and sensor["value_template"] == "{{ value_json.state }}"
+    assert binary["state_topic"] == "ser/pi4/alert"
+    assert sensor["unique_id"] != binary["unique_id"]
+    assert sensor["device"] == binary["device"], "both entities belong to one device"
+
+
+# -- the sink against a real broker -------------------------------------------------------------------
+
+
+def test_sink_publishes_availability_discovery_state_and_alerts(mosquitto_broker, sinks):
+    b = mosquitto_broker
+    sub = Subscriber(b.host, b.port)
+    try:
+        sink = sinks(MqttSettings(host=b.host, port=b.port, device_id="dev"))
+        assert wait_until(lambda: sink.status == "connected")
+        sink.handle({"type": "window", "time_s": 1.0, "label": "angry"})
+        sink.handle({"type": "state", "time_s": 1.0, "state": "angry", "probs": {"angry": 0.8}})
+        sink.handle(alert(1))
+        sink.handle({"type": "alert_end", "time_s": 3.0, "id": 1, "emotion": "angry", "ended_s": 3.0, "duration_s": 2.0})
+        sink.handle({"type": "health", "time_s": 3.0, "queue_length": 0})
+        sub.wait_for_topic("ser-edge/dev/health")
+        assert [m.json()["type"] for m in sub.on("ser-edge/dev/alert")] == ["alert", "alert_end"]
+        assert sub.on("ser-edge/dev/availability")[0].text == "online"
+        assert sub.on("ser-edge/dev/state")[-1].json()["state"] == "angry"
+        assert json.loads(sub.on("homeassistant/sensor/dev_emotion/config")[0].payload)["state_topic"] == "ser-edge/dev/state"
+        assert sub.on("homeassistant/binary_sensor/dev_alert/config")
+        assert not sub.on("ser-edge/dev/window"), "windows are not published unless asked"
+        assert wait_until(lambda: sink.queue_length == 0), "acknowledged alerts leave the queue"
+    finally:
+        sub.close()
+
+    # A subscriber that comes later sees the retained messages, and no stale alert.
+    late = Subscriber(b.host, b.port, client_id="late")
+    try:
+        late.wait_for(lambda msgs: len(msgs) >= 4)
+        retained = {m.topic: m for m in late.messages if m.retain}
+        assert retained["ser-edge/dev/availability"].text == "online"
+        assert retained["ser-edge/dev/state"].json()["state"] == "angry"
+        assert "homeassistant/sensor/dev_emotion/config" in retained
+        assert "homeassistant/binary_sensor/dev_alert/config" in retained
+        assert not late.on("ser-edge/dev/alert"), "alerts are not retained"
+        sink.close()
+        offline = late.wait_for_topic("ser-edge/dev/availability")
+        assert offline[-1].text == "offline"
+        assert sink.status == "closed"
+    finally:
+        late.close()
+
+
+def test_windows_are_published_when_asked(mosquitto_broker, sinks):
+    b = mosquitto_broker
+    sub = Subscriber(b.host, b.port)
+    try:
+        sink = sinks(MqttSettings(host=b.host, port=b.port, device_id="dev", publish_windows=True, discovery=False))
+        assert wait_until(lambda: sink.status == "connected")
+        sink.handle({"type": "window", "time_s": 1.0, "label": "sad"})
+        assert sub.wait_for_topic("ser-edge/dev/window")[0].json()["label"] == "sad"
+        assert not sub.on("homeassistant/sensor/dev_emotion/config"), "discovery off"
+    finally:
+        sub.close()
+
+
+def test_alerts_raised_before_the_broker_exists_arrive_in_order(tmp_path, sinks):
+    broker = MosquittoBroker(tmp_path / "broker")  # not started yet
+    queue_file = tmp_path / "alerts.jsonl"
+    sink = sinks(MqttSettings(host=broker.host, port=broker.port, device_id="dev", queue_file=str(queue_file)))
+    for i in range(4):
+        sink.handle(alert(i))
+    assert sink.status == "disconnected" and sink.queue_length == 4
+    assert len(queue_file.read_text().splitlines()) == 4, "queued alerts are on disk at once"
+    broker.start()
+    sub = Subscriber(broker.host, broker.port)
+    try:
+        # Subscribed after the sink may have connected: the sink's backoff (0.1 s and more) is
+        # no guarantee, so only check what must hold: the queue empties and the file with it.
+        assert wait_until(lambda: sink.queue_length == 0)
+        assert wait_until(lambda: queue_file.read_text() == "")
+    finally:
+        sub.close()
+        broker.stop()
+
+
+@pytest.mark.parametrize("mosquitto_broker", [{"persistent": True}], indirect=True)
+def test_outage_every_alert_arrives_in_order(mosquitto_broker, sinks):
+    b = mosquitto_broker
+    # A persistent session: the broker keeps what arrives while the subscriber itself reconnects.
+    sub = Subscriber(b.host, b.port, topics=("ser-edge/dev/alert",), client_id="outage-sub", persistent=True)
+    try:
+        sink = sinks(MqttSettings(host=b.host, port=b.port, device_id="dev"))
+        assert wait_until(lambda: sink.status == "connected")
+        for i in range(3):
+            sink.handle(alert(i))
+        sub.wait_for_topic("ser-edge/dev/alert", 3)
+        b.stop()
+        assert wait_until(lambda: sink.status == "disconnected")
+        for i in range(3, 9):
+            sink.handle(alert(i))
+        assert sink.queue_length == 6
+        b.start()
+        sub.wait_for(lambda msgs: len({m.json()["id"] for m in msgs}) >= 9, WAIT_S)
+        assert alert_ids(sub, "ser-edge/dev/alert") == list(range(9))
+        assert wait_until(lambda: sink.queue_length == 0)
+    finally:
+        sub.close()
+
+
+@pytest.mark.parametrize("mosquitto_broker", [{"persistent": True}], indirect=True)
+def test_queued_alerts_survive_a_restart_of_the_sink(mosquitto_broker, sinks, tmp_path):
+    b = mosquitto_broker
+    queue_file = tmp_path / "alerts.jsonl"
+    settings = MqttSettings(host=b.host, port=b.port, device_id="dev", queue_file=str(queue_file))
+    sub = Subscriber(b.host, b.port, topics=("ser-edge/dev/alert",), client_id="restart-sub", persistent=True)
+    try:
+        b.stop()
+        first = sinks(settings)
+        for i in range(5):
+            first.handle(alert(i))
+        first.close()
+        assert [json.loads(line)["event"]["id"] for line in queue_file.read_text().splitlines()] == list(range(5))
+
+        b.start()
+        second = sinks(settings)
+        second.handle(alert(5))
+        sub.wait_for(lambda msgs: len({m.json()["id"] for m in msgs}) >= 6, WAIT_S)
+        assert alert_ids(sub, "ser-edge/dev/alert") == list(range(6)), "the backlog first, then the new alert"
+        assert wait_until(lambda: second.queue_length == 0 and queue_file.read_text() == "")
+    finally:
+        sub.close()
+
+
+@pytest.mark.parametrize("mosquitto_broker", [{"persistent": True}], indirect=True)
+def test_a_full_queue_loses_only_the_oldest(mosquitto_broker, sinks):
+    b = mosquitto_broker
+    sub = Subscriber(b.host, b.port, topics=("ser-edge/dev/alert",), client_id="full-sub", persistent=True)
+    try:
+        b.stop()
+        sink = sinks(MqttSettings(host=b.host, port=b.port, device_id="dev", queue_max=3))
+        for i in range(5):
+            sink.handle(alert(i))
+        b.start()
+        sub.wait_for(lambda msgs: len({m.json()["id"] for m in msgs}) >= 3, WAIT_S)
+        assert wait_until(lambda: sink.queue_length == 0)
+        assert alert_ids(sub, "ser-edge/dev/alert") == [2, 3, 4]
+    finally:
+        sub.close()
+
+
+def test_close_is_prompt_with_the_broker_down(tmp_path):
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=free_port(), device_id="dev", queue_file=str(tmp_path / "q.jsonl")), backoff=FAST)
+    sink.handle(alert(0))
+    sink.close()
+    assert sink.status == "closed"
+    assert not sink._thread.is_alive(), "the connection thread ends on close"
+    assert len(AlertQueue(tmp_path / "q.jsonl")) == 1
+
+
+def test_last_will_marks_a_killed_device_offline(mosquitto_broker):
+    b = mosquitto_broker
+    sub = Subscriber(b.host, b.port, topics=("ser-edge/dev/availability",))
+    code = textwrap.dedent(f"""
+        import sys, time
+        from edge.service.mqtt import MqttSettings, MqttSink
+        sink = MqttSink(MqttSettings(host="{b.host}", port={b.port}, device_id="dev", discovery=False))
+        while sink.status != "connected":
+            time.sleep(0.02)
+        print("connected", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout.readline().strip() == "connected"
+        sub.wait_for_topic("ser-edge/dev/availability", 1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        got = sub.wait_for_topic("ser-edge/dev/availability", 2)
+        assert [m.text for m in got] == ["online", "offline"], "the broker publishes the will when the device vanishes"
+    finally:
+        proc.kill()
+        proc.wait()
+        sub.close()
+
+
+def test_username_and_password_from_a_file(tmp_path, sinks):
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "pi", "s3cret"], check=True, capture_output=True)
+    passwd.chmod(0o644)
+    broker = MosquittoBroker(tmp_path / "broker", extra_config=f"allow_anonymous false\npassword_file {passwd}\n").start()
+    (tmp_path / "good").write_text("s3cret\n")
+    (tmp_path / "bad").write_text("guess\n")
+    try:
+        good = sinks(
+            MqttSettings(host=broker.host, port=broker.port, device_id="good", username="pi", password_file=str(tmp_path / "good"))
+        )
+        bad = sinks(MqttSettings(host=broker.host, port=broker.port, device_id="bad", username="pi", password_file=str(tmp_path / "bad")))
+        assert wait_until(lambda: good.status == "connected")
+        good.handle(alert(1))
+        bad.handle(alert(2))
+        assert wait_until(lambda: good.queue_length == 0)
+        # The refusal is retried with backoff; the alert waits in the queue.
+        assert wait_until(lambda: "refused" in broker.log.read_text() or "not authorised" in broker.log.read_text().lower())
+        assert bad.status == "disconnected" and bad.queue_length == 1
+    finally:
+        broker.stop()
+
+
+def _self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    key.chmod(0o644)
+    return key, cert
+
+
+def test_tls_with_a_ca_file(tmp_path, sinks):
+    key, cert = _self_signed_certificate(tmp_path)
+    tls_port = free_port()
+    # A plain listener for the test subscriber and a TLS one for the sink.
+    broker = MosquittoBroker(tmp_path / "broker", extra_config=f"listener {tls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n").start()
+    try:
+        assert wait_until(lambda: f"port {tls_port}" in broker.log.read_text())
+        sub = Subscriber(broker.host, broker.port, topics=("ser-edge/tls/alert",))
+        try:
+            sink = sinks(MqttSettings(host="127.0.0.1", port=tls_port, device_id="tls", tls=True, ca_file=str(cert)))
+            sink.handle(alert(7))
+            assert sub.wait_for_topic("ser-edge/tls/alert")[0].json()["id"] == 7
+            # Without the CA the broker's certificate cannot be verified: no connection.
+            untrusting = sinks(MqttSettings(host="127.0.0.1", port=tls_port, device_id="tls2", tls=True))
+            untrusting.handle(alert(8))
+            time.sleep(1.0)
+            assert untrusting.status == "disconnected" and untrusting.queue_length == 1
+            assert [m.json()["id"] for m in sub.on("ser-edge/tls/alert")] == [7]
+        finally:
+            sub.close()
+    finally:
+        broker.stop()
