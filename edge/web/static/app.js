@@ -57,26 +57,27 @@
     }
   }
 
-  // Each window is a mark of one hop's width centred on the window, so marks tile the strip.
+  // Each window is a mark one hop wide centred on the window, so marks tile the strip; the
+  // first and last marks reach out to their window's edges. Stronger verdicts are more opaque.
   function drawTimeline(container, windows, from, to) {
     container.replaceChildren();
     container.dataset.count = String(windows.length);
     const span = Math.max(to - from, 1e-6);
-    for (const w of windows) {
+    windows.forEach((w, i) => {
       const centre = (w.start_s + w.end_s) / 2;
-      const left = Math.max(from, centre - HOP_S / 2);
-      const right = Math.min(to, centre + HOP_S / 2);
-      if (right <= left) continue;
+      const left = Math.max(from, i === 0 ? w.start_s : centre - HOP_S / 2);
+      const right = Math.min(to, i === windows.length - 1 ? w.end_s : centre + HOP_S / 2);
+      if (right <= left) return;
       const mark = el("div", "w" + (w.speech ? "" : " quiet"));
       mark.dataset.emotion = w.label;
       mark.style.left = ((100 * (left - from)) / span).toFixed(3) + "%";
       mark.style.width = ((100 * (right - left)) / span).toFixed(3) + "%";
       const p = w.probs ? w.probs[w.label] : undefined;
-      if (w.speech && p !== undefined) mark.style.opacity = (0.35 + 0.65 * p).toFixed(2);
+      if (w.speech && p !== undefined) mark.style.opacity = (0.5 + 0.5 * p).toFixed(2);
       mark.title = w.start_s.toFixed(1) + "–" + w.end_s.toFixed(1) + " s: " + w.label +
         (p !== undefined ? " " + pct(p) : "") + (w.speech ? "" : " (no speech)");
       container.append(mark);
-    }
+    });
   }
 
   function showResult(r) {
@@ -235,10 +236,12 @@
     $("live-state").dataset.state = state ? state.state : "";
     $("live-state").dataset.emotion = state ? state.state : "";
     drawBars($("live-bars"), state && state.probs);
-    const end = live.windows.length ? live.windows[live.windows.length - 1].end_s : live.historyS;
-    const from = end - live.historyS;
-    drawTimeline($("live-timeline"), live.windows.filter((w) => w.end_s >= from), from, end);
-    $("live-axis").firstElementChild.textContent = "−" + (live.historyS / 60).toFixed(live.historyS % 60 ? 1 : 0) + " min";
+    // The strip grows with the stream until it spans the whole history.
+    const shown = live.windows;
+    const end = shown.length ? shown[shown.length - 1].end_s : 0;
+    const from = shown.length ? Math.max(end - live.historyS, shown[0].start_s) : 0;
+    drawTimeline($("live-timeline"), shown.filter((w) => w.end_s >= from), from, end);
+    $("live-axis").firstElementChild.textContent = shown.length ? "−" + formatDuration(end - from) : "";
     drawAlerts();
   }
 
@@ -275,9 +278,10 @@
   }
 
   function formatDuration(s) {
-    if (s < 120) return s.toFixed(0) + " s";
-    if (s < 7200) return (s / 60).toFixed(0) + " min";
-    return (s / 3600).toFixed(1) + " h";
+    const whole = Math.floor(s);
+    if (whole < 60) return whole + " s";
+    if (whole < 3600) return Math.floor(whole / 60) + " min " + (whole % 60) + " s";
+    return Math.floor(whole / 3600) + " h " + Math.floor((whole % 3600) / 60) + " min";
   }
 
   function setLive(status, text) {

@@ -1,0 +1,310 @@
+"""The page in a real browser: Debian's headless Chromium driven by Selenium through Debian's chromedriver.
+
+Uploads and records real clips from ../shared/data, reads the label, the bars and the
+timeline off the page and compares them with the classifier's own answer; follows the
+live view while events arrive. Screenshots go to artifacts/ (desktop and phone size).
+Runs against the shipped model when it exists, else the tiny test model.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.classifier import StreamingClassifier
+from edge.model import EMOTIONS, Model, shipped_model_path
+from edge.web.app import create_app
+from edge.web.live import LiveFeed
+from edge.web.server import serve_in_thread
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+PHONE = (390, 844)
+DESKTOP = (1000, 900)
+WAIT_S = 30  # generous: the machine is shared; the test never asserts on how long anything took
+
+
+@pytest.fixture(scope="module")
+def model_path(request) -> Path:
+    """The shipped model when it has been made, otherwise the tiny random one."""
+    shipped = shipped_model_path()
+    if shipped.is_file() and shipped.with_suffix(".json").is_file():
+        return shipped
+    return request.getfixturevalue("tiny_model_path")
+
+
+@pytest.fixture(scope="module")
+def clip(data_dir) -> Path:
+    """A real RAVDESS clip: actor 2, happy (emotion 03), strong intensity."""
+    return data_dir / "ravdess" / "Actor_02" / "03-01-03-02-01-01-02.flac"
+
+
+@pytest.fixture(scope="module")
+def fake_mic(clip, tmp_path_factory) -> Path:
+    """The clip as 48 kHz WAV, which Chromium plays as its fake microphone."""
+    x, rate = sf.read(str(clip), dtype="float32")
+    from edge.resample import resample
+
+    y = resample(x, rate)  # to 16 kHz; Chromium resamples the file to the capture rate itself
+    path = tmp_path_factory.mktemp("mic") / "mic.wav"
+    sf.write(str(path), y, 16000, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def driver(fake_mic):
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        pytest.fail(
+            f"the browser test needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver"
+        )
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not fetch a browser or driver
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
+        # A microphone without a person: permission granted, the clip played as the input.
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_mic}",
+        "--autoplay-policy=no-user-gesture-required",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture()
+def page(driver):
+    """The driver at desktop size, with the console log of earlier tests discarded."""
+    driver.set_window_size(*DESKTOP)
+    driver.get_log("browser")
+    yield driver
+    problems = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]]
+    assert not problems, f"the browser console reported errors: {problems}"
+
+
+@pytest.fixture(scope="module")
+def plain_server(model_path):
+    server = serve_in_thread(create_app(model_path), "127.0.0.1", 0)
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def live_server(model_path):
+    feed = LiveFeed()
+    server = serve_in_thread(create_app(model_path, live=feed), "127.0.0.1", 0)
+    yield feed, server
+    feed.close()
+    server.shutdown()
+
+
+def wait_for(driver, condition, what: str):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(lambda d: condition(d), message=f"waited for {what}")
+
+
+def emulate(driver, size: tuple[int, int], mobile: bool) -> None:
+    """Lay the page out as on a screen of this size (a phone: mobile viewport, touch-size layout)."""
+    metrics = {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": mobile}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+
+
+def screenshot(driver, name: str, size: tuple[int, int] = DESKTOP, mobile: bool = False) -> Path:
+    """The whole page laid out at ``size``, saved under artifacts/."""
+    emulate(driver, size, mobile)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    clip = {"x": 0, "y": 0, "width": size[0], "height": height, "scale": 1}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+def read_result(driver) -> dict:
+    """What a person sees: the label, each bar's value and drawn width, the timeline marks."""
+    from selenium.webdriver.common.by import By
+
+    bars = {}
+    for bar in driver.find_elements(By.CSS_SELECTOR, "#bars .bar"):
+        track = bar.find_element(By.CSS_SELECTOR, ".track").size["width"]
+        fill = bar.find_element(By.CSS_SELECTOR, ".fill").size["width"]
+        bars[bar.get_attribute("data-emotion")] = {
+            "p": float(bar.get_attribute("data-p")),
+            "text": bar.find_element(By.CSS_SELECTOR, ".value").text,
+            "drawn": fill / track,
+        }
+    return {
+        "label": driver.find_element(By.ID, "top-label").text.lower(),
+        "bars": bars,
+        "marks": driver.find_elements(By.CSS_SELECTOR, "#timeline .w"),
+        "speech": driver.find_element(By.ID, "speech").text,
+        "name": driver.find_element(By.ID, "result-name").text,
+    }
+
+
+def test_upload_a_real_clip_and_read_label_and_bars(page, plain_server, clip, model_path):
+    from selenium.webdriver.common.by import By
+
+    expected = StreamingClassifier(Model(model_path)).classify_file(str(clip))
+    page.get(plain_server.url)
+    assert page.find_element(By.ID, "result").is_displayed() is False
+    page.find_element(By.ID, "file").send_keys(str(clip))  # the browser reads it; the server sees only bytes
+    page.find_element(By.ID, "upload").click()
+    wait_for(page, lambda d: d.find_element(By.ID, "top-label").text, "the result")
+
+    seen = read_result(page)
+    assert seen["label"] == expected.label
+    assert seen["name"] == clip.name
+    assert list(seen["bars"]) == list(EMOTIONS)
+    for emotion, p in zip(EMOTIONS, expected.probs, strict=True):
+        bar = seen["bars"][emotion]
+        assert bar["p"] == pytest.approx(float(p), abs=1e-4)
+        assert bar["drawn"] == pytest.approx(float(p), abs=0.02)  # the bar's length is its probability
+        assert bar["text"].endswith("%")
+    assert len(seen["marks"]) == len(expected.windows)
+    labels = [m.get_attribute("data-emotion") for m in seen["marks"]]
+    assert labels == [w.label for w in expected.windows]
+    assert seen["speech"] == ("found" if expected.speech else "not found")
+
+    assert screenshot(page, "web_upload.png").stat().st_size > 10_000
+    emulate(page, PHONE, mobile=True)
+    width = page.execute_script("return document.documentElement.scrollWidth")
+    assert width <= PHONE[0], "the page scrolls sideways on a phone"
+    screenshot(page, "web_upload_phone.png", PHONE, mobile=True)
+
+
+def test_a_file_that_is_not_audio_shows_the_error(page, plain_server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    fake = tmp_path / "notes.wav"
+    fake.write_text("these are notes, not audio\n" * 20)
+    page.get(plain_server.url)
+    page.find_element(By.ID, "file").send_keys(str(fake))
+    page.find_element(By.ID, "upload").click()
+    status = page.find_element(By.ID, "status")
+    wait_for(page, lambda d: "error" in status.get_attribute("class"), "the error")
+    assert status.text == "notes.wav: not an audio file that can be read (WAV, FLAC, OGG, AIFF, MP3)"
+    assert page.find_element(By.ID, "result").is_displayed() is False
+    page.get_log("browser")  # the 400 answer is logged by the browser as a failed request; it is the point here
+
+
+def test_record_in_the_browser_and_classify_the_wav(page, plain_server):
+    from selenium.webdriver.common.by import By
+
+    page.get(plain_server.url)
+    record = page.find_element(By.ID, "record")
+    assert record.is_enabled(), page.find_element(By.ID, "record-note").text
+    record.click()
+    wait_for(page, lambda d: record.get_attribute("aria-pressed") == "true", "recording to start")
+    wait_for(page, lambda d: "Recording… 2 s" in d.find_element(By.ID, "status").text, "two seconds of recording")
+    record.click()
+    wait_for(page, lambda d: d.find_element(By.ID, "top-label").text, "the result of the recording")
+    seen = read_result(page)
+    assert seen["name"] == "recording.wav"
+    assert seen["label"] in EMOTIONS
+    assert sum(b["p"] for b in seen["bars"].values()) == pytest.approx(1.0, abs=0.05)
+    duration = float(page.find_element(By.ID, "duration").text.split()[0])
+    assert duration >= 1.5  # the WAV the page wrote holds the seconds it recorded
+    assert seen["speech"] == "found"  # the fake microphone played a real voice
+
+
+def test_live_view_follows_the_service_as_events_arrive(page, live_server, clip, model_path):
+    from selenium.webdriver.common.by import By
+
+    feed, server = live_server
+    page.get(server.url)
+    status = page.find_element(By.ID, "live-status")
+    wait_for(page, lambda d: status.get_attribute("data-status") == "live", "the event stream")
+    assert page.find_element(By.ID, "live-timeline").get_attribute("data-count") == "0"
+
+    # What the daemon sends: each window of a real clip, then the smoothed state, an alert, health.
+    classifier = StreamingClassifier(Model(model_path))
+    x, rate = sf.read(str(clip), dtype="float32")
+    windows = classifier.process(x, rate) + classifier.flush()
+    for w in windows:
+        feed.handle({"type": "window", "time_s": w.end_s, **w.to_dict()})
+    mean = np.mean([w.probs for w in windows], axis=0)
+    state = EMOTIONS[int(np.argmax(mean))]
+    feed.handle({"type": "state", "time_s": windows[-1].end_s, "state": state, "probs": dict(zip(EMOTIONS, map(float, mean), strict=True))})
+    feed.handle(
+        {
+            "type": "alert",
+            "time_s": 3.0,
+            "id": "t-1",
+            "emotion": "angry",
+            "score": 0.72,
+            "started_s": 3.0,
+            "wall_time": "2026-11-25T05:00:00Z",
+        }
+    )
+    feed.handle(
+        {
+            "type": "alert",
+            "time_s": 3.0,
+            "id": "t-2",
+            "emotion": "fearful",
+            "score": 0.61,
+            "started_s": 3.0,
+            "wall_time": "2026-11-25T05:00:00Z",
+        }
+    )
+    feed.handle({"type": "alert_end", "time_s": 3.5, "id": "t-2", "emotion": "fearful", "ended_s": 3.5, "duration_s": 0.5})
+    feed.handle(
+        {
+            "type": "health",
+            "time_s": 3.5,
+            "source": f"file {clip.name}",
+            "sinks": {"stdout": "ok", "http": feed.status},
+            "queue_length": 0,
+            "cpu_percent": 4.2,
+            "uptime_s": 65.0,
+        }
+    )
+
+    timeline = page.find_element(By.ID, "live-timeline")
+    wait_for(page, lambda d: timeline.get_attribute("data-count") == str(len(windows)), "every window on the timeline")
+    wait_for(page, lambda d: d.find_element(By.ID, "live-state").get_attribute("data-state") == state, "the state")
+    assert page.find_element(By.ID, "live-state").text.lower() == state
+    alerts = wait_for(page, lambda d: d.find_elements(By.CSS_SELECTOR, "#live-alerts .alert"), "the alert")
+    assert [a.text for a in alerts] == ["angry"]  # the fearful one ended
+    health = page.find_element(By.ID, "live-health")
+    wait_for(page, lambda d: clip.name in health.text, "the health report")
+    assert "4.2 % of one core" in health.text and "stdout: ok" in health.text and "1 min 5 s" in health.text
+    bars = page.find_elements(By.CSS_SELECTOR, "#live-bars .bar")
+    assert [b.get_attribute("data-emotion") for b in bars] == list(EMOTIONS)
+
+    # The same page still classifies uploads under the service.
+    page.find_element(By.ID, "file").send_keys(str(clip))
+    page.find_element(By.ID, "upload").click()
+    wait_for(page, lambda d: d.find_element(By.ID, "top-label").text, "the upload's result")
+    screenshot(page, "web_live.png")
+    screenshot(page, "web_live_phone.png", PHONE, mobile=True)
+
+    feed.close()
+    wait_for(page, lambda d: status.get_attribute("data-status") == "stopped", "the end of the stream")
