@@ -38,6 +38,34 @@ from edge.service.stdout_sink import StdoutSink
 log = logging.getLogger(__name__)
 
 WATCHDOG_FRACTION = 0.5  # ping at half the WatchdogSec period, as sd_watchdog_enabled(3) advises
+STOP_POLL_S = 0.05  # how often a StopFlag.wait looks at the flag: the longest a stop can go unnoticed in a wait
+
+
+class StopFlag:
+    """threading.Event's is_set/set/wait, safe to set from a signal handler.
+
+    Event.set takes a lock that the interrupted main thread may be holding inside Event.wait,
+    and then the handler waits for itself forever. Here set() is a plain assignment and
+    wait() sleeps in short slices.
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+
+    def set(self) -> None:
+        self._flag = True
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._flag:
+            remaining = STOP_POLL_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(remaining, STOP_POLL_S))
+        return self._flag
 
 
 class StartError(RuntimeError):
@@ -183,7 +211,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         # Alert ids stay unique across restarts: the start time in hex, then a counter.
         self.policy = Policy(settings.policy, id_prefix=f"{int(time.time()):x}-")
-        self.stop = threading.Event()
+        self.stop = StopFlag()
+        self._stop_signal: str | None = None
         self._reload_requested = False
         self._started = time.monotonic()
         self._cpu_mark = (time.monotonic(), time.process_time())
@@ -201,7 +230,8 @@ class Daemon:
             signal.signal(signal.SIGHUP, self._on_reload_signal)
 
     def _on_stop_signal(self, signum, frame) -> None:
-        log.info("%s received: stopping", signal.Signals(signum).name)
+        # No logging here: the handler may interrupt the loop inside a logging call.
+        self._stop_signal = signal.Signals(signum).name
         self.stop.set()
 
     def _on_reload_signal(self, signum, frame) -> None:
@@ -234,6 +264,8 @@ class Daemon:
                     self._on_window(result)
                 log.info("%s ended after %.1f s of audio", self.source.name, self.classifier.seconds_seen)
         finally:
+            if self._stop_signal:
+                log.info("%s received: stopping", self._stop_signal)
             self.notifier.send("STOPPING=1")
             self._shutdown(reason)
         return 0

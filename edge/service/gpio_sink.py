@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -98,4 +99,11 @@ def _make_device(settings: GpioSettings):
             gpiozero.Device.pin_factory = MockFactory()
     pin = int(settings.pin) if settings.pin.isdigit() else settings.pin
     cls = {"led": gpiozero.LED, "buzzer": gpiozero.Buzzer, "output": gpiozero.OutputDevice}[settings.kind]
-    return cls(pin, active_high=settings.active_high, initial_value=False)
+    # gpiozero warns once per pin factory it cannot load before finding one; that belongs in the debug log.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return cls(pin, active_high=settings.active_high, initial_value=False)
+        finally:
+            for w in caught:
+                log.debug("gpiozero: %s", w.message)

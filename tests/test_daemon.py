@@ -1,0 +1,267 @@
+"""The daemon: in process with a capturing sink, and as a real process (signals, stdin, sd_notify, exit codes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.audio import read_audio
+from edge.classifier import StreamingClassifier
+from edge.model import Model
+from edge.service.config import ConfigError, ServiceSettings, settings_from_dict
+from edge.service.daemon import Daemon, Notifier, Outputs, build
+from edge.service.policy import AlertRule, PolicySettings
+from edge.service.sources import FileSource, SourceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIP = "ravdess/Actor_01/03-01-05-02-01-01-01.flac"  # angry, 16 kHz
+TESS = "tess/OAF_angry/OAF_back_angry.flac"  # 24,414 Hz
+# The tiny random model gives every label about 1/8; a low bar makes its top label alert at once.
+EASY = PolicySettings(
+    smoothing_windows=1, rules=tuple(AlertRule(e, threshold=0.12, hold_s=0.0, hysteresis=0.02) for e in ("surprised", "fearful", "happy"))
+)
+
+
+class ListSink:
+    def __init__(self, name="list", fail=False):
+        self.name, self.fail, self.events, self.closed = name, fail, [], False
+        self.status = "ok"
+
+    def handle(self, event):
+        if self.fail:
+            raise RuntimeError("boom")
+        self.events.append(event)
+
+    def close(self):
+        self.closed = True
+
+    def of(self, kind):
+        return [e for e in self.events if e["type"] == kind]
+
+
+def make_daemon(model_path, path, policy=EASY, sinks=None, **kw):
+    settings = ServiceSettings(audio=SourceSettings(source=str(path)), policy=policy, **kw)
+    sinks = sinks or [ListSink()]
+    classifier = StreamingClassifier(Model(model_path))
+    return Daemon(settings, classifier, FileSource(str(path), chunk_ms=37), Outputs(sinks), notifier=Notifier({})), sinks
+
+
+def test_windows_match_the_batch_path_and_the_end_of_a_file_ends_alerts(tiny_model_path, data_dir):
+    path = data_dir / TESS
+    daemon, (sink,) = make_daemon(tiny_model_path, path)
+    assert daemon.run() == 0
+    expected = StreamingClassifier(Model(tiny_model_path)).classify_file(str(path)).windows
+    windows = sink.of("window")
+    assert [w["end_s"] for w in windows] == [round(r.end_s, 3) for r in expected]
+    np.testing.assert_allclose([list(w["probs"].values()) for w in windows], [r.probs for r in expected], atol=1e-4)
+    alerts, ends = sink.of("alert"), sink.of("alert_end")
+    assert alerts, "the easy policy must alert on the tiny model"
+    # Every alert that was still on when the file ended gets its end, with the reason.
+    assert {e["id"] for e in ends} == {a["id"] for a in alerts}
+    assert {e["reason"] for e in ends} <= {"released", "end_of_stream"}
+    assert all("wall_time" in e for e in alerts + ends) and "wall_time" not in windows[0]
+    assert sink.closed
+
+
+def test_a_failing_sink_is_logged_and_the_others_still_get_every_event(tiny_model_path, data_dir, caplog):
+    good = ListSink("good")
+    daemon, _ = make_daemon(tiny_model_path, data_dir / CLIP, sinks=[ListSink("bad", fail=True), good])
+    with caplog.at_level("ERROR"):
+        assert daemon.run() == 0
+    assert good.of("window") and good.of("state")
+    assert any("sink bad failed" in r.getMessage() for r in caplog.records)
+
+
+def test_health_reports_source_sinks_queue_and_cpu(tiny_model_path, data_dir):
+    class Queued(ListSink):
+        queue_length = 3
+
+    daemon, _ = make_daemon(tiny_model_path, data_dir / CLIP, sinks=[ListSink(), Queued("mqtt")])
+    daemon.run()
+    health = daemon.health()
+    assert health["type"] == "health" and health["source"].startswith("file:")
+    assert health["sinks"] == {"list": "ok", "mqtt": "ok"}
+    assert health["queue_length"] == 3
+    assert health["cpu_percent"] >= 0 and health["uptime_s"] >= 0
+    assert health["windows"] == daemon.windows > 0
+
+
+def test_reload_swaps_policy_and_sinks_and_a_bad_config_keeps_the_old_one(tiny_model_path, data_dir, caplog):
+    daemon, (sink,) = make_daemon(tiny_model_path, data_dir / CLIP)
+    new_policy = PolicySettings(rules=(AlertRule("sad", hold_s=1.0),))
+    daemon.reload_settings = lambda: ServiceSettings(audio=daemon.settings.audio, policy=new_policy)
+    daemon.request_reload()
+    daemon._tick()
+    assert daemon.policy.settings == new_policy
+    assert sink.closed and [s.name for s in daemon.outputs.sinks] == ["stdout"]
+
+    def bad():
+        raise ConfigError("policy.smoothing_windows = 0 is not allowed")
+
+    daemon.reload_settings = bad
+    daemon.request_reload()
+    with caplog.at_level("ERROR"):
+        daemon._tick()
+    assert daemon.policy.settings == new_policy
+    assert any("reload refused" in r.getMessage() for r in caplog.records)
+
+
+def test_recording_is_off_by_default_and_writes_only_alert_audio_when_on(tiny_model_path, data_dir, tmp_path, caplog):
+    from edge.service.daemon import build_outputs
+    from edge.service.recorder import RecordSettings
+
+    assert build_outputs(ServiceSettings()).recorder is None
+    settings = settings_from_dict({"debug": {"record": True, "record_dir": str(tmp_path / "rec"), "record_s": 2.0}})
+    with caplog.at_level("WARNING"):
+        outputs = build_outputs(settings)
+    assert any("DEBUG RECORDING IS ON" in r.getMessage() for r in caplog.records)
+    assert outputs.recorder.settings == RecordSettings(True, str(tmp_path / "rec"), 2.0)
+    daemon = Daemon(settings, StreamingClassifier(Model(tiny_model_path)), FileSource(str(data_dir / CLIP)), outputs, notifier=Notifier({}))
+    daemon.settings = ServiceSettings(policy=EASY)
+    daemon.policy.reconfigure(EASY)
+    daemon.run()
+    written = sorted((tmp_path / "rec").glob("alert_*.wav"))
+    assert written
+    audio, rate = read_audio(written[0])
+    assert rate == 16000 and 0 < audio.size <= 2 * rate
+
+
+# ------------------------------------------------------------------------------------------ the real process
+
+
+def edge_cmd(*args):
+    return [sys.executable, "-m", "edge", *args]
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self, folder: Path):
+        self.path = str(folder / "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages: list[str] = []
+
+    def wait_for(self, text: str, timeout_s: float = 60.0, after: int = 0) -> bool:
+        """Wait for a message holding ``text`` among those from index ``after`` on."""
+        deadline = time.monotonic() + timeout_s
+        while not any(text in m for m in self.messages[after:]):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.sock.settimeout(remaining)
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                return False
+        return True
+
+    def close(self):
+        self.sock.close()
+
+
+def test_sigterm_stops_the_real_process_cleanly_with_sd_notify_and_sighup_reloads(tiny_model_path, data_dir, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[audio]\nsource = "{data_dir / CLIP}"\nrealtime = true\nloop = true\n[service]\nhealth_interval_s = 0.5\n')
+    notify = NotifySocket(tmp_path)
+    env = {**os.environ, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"}
+    proc = subprocess.Popen(
+        edge_cmd("run", "--config", str(config), "--model", str(tiny_model_path), "-v"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert notify.wait_for("READY=1"), "no READY=1 from the service"
+        assert notify.wait_for("WATCHDOG=1"), "no watchdog ping from the loop"
+        first = [json.loads(proc.stdout.readline()) for _ in range(3)]  # the loop is classifying
+        config.write_text(config.read_text() + "[policy.alerts.sad]\nenabled = false\n")
+        proc.send_signal(signal.SIGHUP)
+        assert notify.wait_for("RELOADING=1")
+        reloading = next(i for i, m in enumerate(notify.messages) if "RELOADING=1" in m)
+        assert notify.wait_for("READY=1", after=reloading + 1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        notify.wait_for("STOPPING=1", 5.0)
+        notify.close()
+    assert proc.returncode == 0, err
+    assert "SIGTERM received: stopping" in err and "stopped after" in err
+    assert "configuration reloaded: 2 alert rule(s)" in err
+    assert "STOPPING=1" in " ".join(notify.messages)
+    events = first + [json.loads(line) for line in out.splitlines()]
+    assert {"window", "state", "health"} <= {e["type"] for e in events}
+    assert all(e["sinks"] == {"stdout": "ok"} for e in events if e["type"] == "health")
+
+
+def test_stdin_pcm_through_a_pipe_until_end_of_input(tiny_model_path, data_dir):
+    audio, rate = read_audio(data_dir / CLIP)
+    pcm = np.round(audio * 32767).astype("<i2").tobytes()
+    proc = subprocess.run(
+        edge_cmd("run", "--source", "-", "--rate", str(rate), "--model", str(tiny_model_path), "--verbose"),
+        input=pcm,
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    windows = [json.loads(line) for line in proc.stdout.decode().splitlines() if '"window"' in line]
+    expected = StreamingClassifier(Model(tiny_model_path)).classify_clip(np.frombuffer(pcm, "<i2"), rate).windows
+    assert [w["end_s"] for w in windows] == [round(r.end_s, 3) for r in expected]
+    assert "stdin ended after" in proc.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "/no/such.wav"], 'audio.source = "/no/such.wav" is not allowed: no such file'),
+        (["--source", "-", "--rate", "12"], "audio.rate_hz = 12 is not allowed"),
+        (["--config", "/no/such.toml"], "config file /no/such.toml not found"),
+        (["--model", "/no/such.tflite"], "model file /no/such.tflite not found"),
+        (["--source", "-", "--gpio-pin", "NOPE", "--model", "TINY"], "GPIO pin NOPE cannot be used"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_sentence_and_nothing_started(args, message, tmp_path, tiny_model_path):
+    args = [str(tiny_model_path) if a == "TINY" else a for a in args]
+    notify = NotifySocket(tmp_path)
+    try:
+        proc = subprocess.run(
+            edge_cmd("run", *args),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env={**os.environ, "NOTIFY_SOCKET": notify.path},
+            stdin=subprocess.DEVNULL,
+        )
+        assert not notify.wait_for("READY=1", 0.1)
+    finally:
+        notify.close()
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if "XNNPACK" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert proc.stdout == ""
+
+
+def test_build_refuses_a_missing_model_before_opening_anything(data_dir):
+    from edge.model import ModelError
+
+    with pytest.raises(ModelError):
+        build(
+            ServiceSettings(
+                audio=SourceSettings(source=str(data_dir / CLIP)), model=settings_from_dict({"model": {"path": "/x.tflite"}}).model
+            )
+        )
