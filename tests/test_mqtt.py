@@ -201,7 +201,7 @@ def test_discovery_payloads_follow_home_assistant():
         assert config["availability_topic"] == "ser/pi4/availability"
         assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
     assert sensor["state_topic"] == "ser/pi4/state" and sensor["value_template"] == "{{ value_json.state }}"
-    assert binary["state_topic"] == "ser/pi4/alert"
+    assert binary["state_topic"] == "ser/pi4/alert_active"
     assert sensor["unique_id"] != binary["unique_id"]
     assert sensor["device"] == binary["device"], "both entities belong to one device"
 
@@ -222,6 +222,8 @@ def test_sink_publishes_availability_discovery_state_and_alerts(mosquitto_broker
         sink.handle({"type": "health", "time_s": 3.0, "queue_length": 0})
         sub.wait_for_topic("ser-edge/dev/health")
         assert [m.json()["type"] for m in sub.on("ser-edge/dev/alert")] == ["alert", "alert_end"]
+        assert [m.json()["state"] for m in sub.on("ser-edge/dev/alert_active")] == ["OFF", "ON", "OFF"]
+        assert sub.on("ser-edge/dev/alert_active")[1].json()["alerts"] == {"1": "angry"}
         assert sub.on("ser-edge/dev/availability")[0].text == "online"
         assert sub.on("ser-edge/dev/state")[-1].json()["state"] == "angry"
         assert json.loads(sub.on("homeassistant/sensor/dev_emotion/config")[0].payload)["state_topic"] == "ser-edge/dev/state"
@@ -234,13 +236,14 @@ def test_sink_publishes_availability_discovery_state_and_alerts(mosquitto_broker
     # A subscriber that comes later sees the retained messages, and no stale alert.
     late = Subscriber(b.host, b.port, client_id="late")
     try:
-        late.wait_for(lambda msgs: len(msgs) >= 4)
+        late.wait_for(lambda msgs: len(msgs) >= 5)
         retained = {m.topic: m for m in late.messages if m.retain}
         assert retained["ser-edge/dev/availability"].text == "online"
         assert retained["ser-edge/dev/state"].json()["state"] == "angry"
         assert "homeassistant/sensor/dev_emotion/config" in retained
         assert "homeassistant/binary_sensor/dev_alert/config" in retained
         assert not late.on("ser-edge/dev/alert"), "alerts are not retained"
+        assert retained["ser-edge/dev/alert_active"].json() == {"state": "OFF", "alerts": {}}
         sink.close()
         offline = late.wait_for_topic("ser-edge/dev/availability")
         assert offline[-1].text == "offline"

@@ -5,6 +5,7 @@ Topics, under ``{topic_prefix}/{device_id}``:
   as the last will the broker publishes if the device vanishes.
 - ``state``: the smoothed state as JSON (``value_json.state`` is an emotion or "silence"), retained.
 - ``alert``: "alert" and "alert_end" events as JSON, not retained, delivered at least once, in order.
+- ``alert_active``: ``{"state": "ON"|"OFF", "alerts": {id: emotion}}`` now, retained (latest wins).
 - ``health``: the periodic health event, QoS 0; ``window``: every window, only with ``publish_windows``.
 Home Assistant discovery (retained, on every connect): ``{discovery_prefix}/sensor/{device_id}_emotion/config``
 and ``{discovery_prefix}/binary_sensor/{device_id}_alert/config``.
@@ -192,7 +193,7 @@ def discovery_configs(settings: MqttSettings) -> dict[str, dict]:
         "state_topic": s.topic("state"),
         "value_template": "{{ value_json.state }}",
         "json_attributes_topic": s.topic("state"),
-        "json_attributes_template": "{{ value_json.probs | tojson }}",
+        "json_attributes_template": "{{ (value_json.probs or {}) | tojson }}",  # probs is null in silence
         "icon": "mdi:account-voice",
         **availability,
         "device": device,
@@ -200,12 +201,13 @@ def discovery_configs(settings: MqttSettings) -> dict[str, dict]:
     alert = {
         "name": "Emotion alert",
         "unique_id": f"ser_edge_{s.device_id}_alert",
-        "state_topic": s.topic("alert"),
-        # alert turns it on, alert_end off; the attributes carry the emotion and score.
-        "value_template": "{{ 'ON' if value_json.type == 'alert' else 'OFF' }}",
+        # Retained and current (not the alert stream, which a queue may deliver late): ON while any alert is active.
+        "state_topic": s.topic("alert_active"),
+        "value_template": "{{ value_json.state }}",
         "payload_on": "ON",
         "payload_off": "OFF",
-        "json_attributes_topic": s.topic("alert"),
+        "json_attributes_topic": s.topic("alert_active"),
+        "json_attributes_template": "{{ value_json.alerts | tojson }}",
         "device_class": "problem",
         **availability,
         "device": device,
@@ -247,6 +249,7 @@ class MqttSink:
         self._client = None
         self._connected = False
         self._latest_state: dict | None = None
+        self._active: dict[str, str] = {}  # alert id -> emotion, for alert_active
         # _acks guards the in-flight map {mid: queue seq}; on_publish takes only this one.
         self._acks = threading.Condition(threading.Lock())
         self._inflight: dict[int, int | None] = {}
@@ -277,8 +280,13 @@ class MqttSink:
         if kind in QUEUED_TYPES:
             with self._lock:
                 seq = self._queue.append(event)
+                if kind == "alert":
+                    self._active[str(event.get("id"))] = str(event.get("emotion"))
+                else:
+                    self._active.pop(str(event.get("id")), None)
                 if self._connected and not self._closed:
                     self._publish(self.settings.topic("alert"), _dumps(event), self.settings.qos, retain=False, seq=seq)
+                    self._publish_alert_active()
                 else:
                     log.info(
                         "MQTT broker %s not connected: %s %s queued (%d waiting)", self._address, kind, event.get("id"), len(self._queue)
@@ -317,6 +325,10 @@ class MqttSink:
 
     # -- publishing -----------------------------------------------------------------------------
 
+    def _publish_alert_active(self) -> None:
+        payload = {"state": "ON" if self._active else "OFF", "alerts": dict(self._active)}
+        self._publish(self.settings.topic("alert_active"), _dumps(payload), self.settings.qos, retain=True)
+
     def _publish_if_connected(self, topic: str, event: dict) -> None:
         with self._lock:
             if self._connected and not self._closed:
@@ -347,7 +359,8 @@ class MqttSink:
             if seq is not None:
                 # Persist removals once the burst of acknowledgements is over: a crash
                 # in between costs a duplicate delivery, never a lost alert.
-                self._queue.remove(seq, save=not self._inflight)
+                burst_over = all(s is None for s in self._inflight.values())
+                self._queue.remove(seq, save=burst_over)
             if not self._inflight:
                 self._acks.notify_all()
 
@@ -432,6 +445,7 @@ class MqttSink:
             backlog = self._queue.items()
             for seq, event in backlog:
                 self._publish(s.topic("alert"), _dumps(event), s.qos, retain=False, seq=seq)
+            self._publish_alert_active()
             self._connected = True
         if backlog:
             log.info("MQTT connected to %s; delivering %d queued alert event(s)", self._address, len(backlog))
