@@ -442,3 +442,17 @@ def test_tls_with_a_ca_file(tmp_path, sinks):
             sub.close()
     finally:
         broker.stop()
+
+
+def test_paho_is_needed_only_when_mqtt_is_on(monkeypatch):
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, edge.service.mqtt, edge.service.queue; print('paho' in ' '.join(sys.modules))"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "False", "importing the sink module must not import paho"
+    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)  # as if it were not installed
+    with pytest.raises(MqttConfigError, match="pip install"):
+        MqttSink(MqttSettings(host="127.0.0.1", device_id="d"))

@@ -218,6 +218,16 @@ def discovery_configs(settings: MqttSettings) -> dict[str, dict]:
     }
 
 
+def _require_paho() -> None:
+    """paho-mqtt 2.x, imported only when MQTT is on; MqttConfigError naming the fix if it is missing or 1.x."""
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError:
+        raise MqttConfigError("MQTT needs paho-mqtt, which is not installed: pip install 'paho-mqtt>=2.1,<3'") from None
+    if not hasattr(mqtt, "CallbackAPIVersion"):
+        raise MqttConfigError("MQTT needs paho-mqtt 2.x, but an older one is installed: pip install 'paho-mqtt>=2.1,<3'")
+
+
 def _dumps(event: dict) -> str:
     return json.dumps(event, separators=(",", ":"))
 
@@ -233,6 +243,7 @@ class MqttSink:
     name = "mqtt"
 
     def __init__(self, settings: MqttSettings, backoff: BackoffSettings | None = None) -> None:
+        _require_paho()
         self.settings = settings
         self._password = read_password(settings.password_file) if settings.password_file else None
         self._tls = tls_context(settings)
