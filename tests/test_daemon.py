@@ -265,3 +265,29 @@ def test_build_refuses_a_missing_model_before_opening_anything(data_dir):
                 audio=SourceSettings(source=str(data_dir / CLIP)), model=settings_from_dict({"model": {"path": "/x.tflite"}}).model
             )
         )
+
+
+def test_http_serves_the_live_view_fed_by_the_daemon_and_stops_with_it(tiny_model_path, data_dir):
+    import urllib.request
+
+    from edge.service.daemon import build_outputs
+
+    pytest.importorskip("edge.web.live")
+    settings = settings_from_dict({"http": {"enabled": True, "host": "127.0.0.1", "port": 0}, "output": {"enabled": False}})
+    model = Model(tiny_model_path)
+    outputs = build_outputs(settings, model)
+    assert [s.name for s in outputs.sinks] == ["http"]
+    url = outputs.web.url
+    daemon = Daemon(settings, StreamingClassifier(model), FileSource(str(data_dir / CLIP)), outputs, notifier=Notifier({}))
+    daemon.settings = ServiceSettings(policy=EASY, http=settings.http, output=settings.output)
+    daemon.policy.reconfigure(EASY)
+    # Run the loop without its final close, so the page can be read while it is still up.
+    outputs_close, outputs.close = outputs.close, lambda keep_web=False: None
+    daemon.run()
+    with urllib.request.urlopen(url + "api/state", timeout=10) as response:
+        state = json.loads(response.read())
+    assert len(state["windows"]) == daemon.windows > 0
+    assert state["state"] is not None
+    outputs_close()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "api/state", timeout=2)

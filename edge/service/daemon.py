@@ -219,6 +219,7 @@ class Daemon:
         self._next_health = self._started + settings.health_interval_s
         self.windows = 0
         self.events_sent = 0
+        self._overflows_logged = 0
 
     # -- signals -------------------------------------------------------------------------------
 
@@ -320,6 +321,9 @@ class Daemon:
         overflows = getattr(self.source, "overflows", None)
         if overflows is not None:
             event["overflows"] = overflows
+            if overflows > self._overflows_logged:
+                log.warning("%d input overflow(s) since the last health report: audio was lost", overflows - self._overflows_logged)
+                self._overflows_logged = overflows
         return event
 
     # -- reload and shutdown -------------------------------------------------------------------
