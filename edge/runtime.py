@@ -6,9 +6,12 @@ The device installs ``ai-edge-litert``; ``tflite-runtime`` serves older Pis (num
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import sys
+import tempfile
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +44,38 @@ def interpreter_class(runtime: str | None = None):
 def load_interpreter(model_path: str | os.PathLike, threads: int | None = None, runtime: str | None = None):
     """An allocated interpreter for a .tflite file and the name of the runtime that runs it."""
     cls, name = interpreter_class(runtime)
-    interpreter = cls(model_path=str(model_path), num_threads=threads)
-    interpreter.allocate_tensors()
+    with _native_stderr_filtered():
+        interpreter = cls(model_path=str(model_path), num_threads=threads)
+        interpreter.allocate_tensors()
     log.debug("loaded %s with %s, %s thread(s)", model_path, name, threads or "default")
     return interpreter, name
+
+
+# The runtimes' C++ core prints this on every start, straight to file descriptor 2, and no
+# setting turns it off (TF_CPP_MIN_LOG_LEVEL does not reach LiteRT's logger).
+_NATIVE_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered():
+    """Capture what native code writes to fd 2 meanwhile; pass on all but the known INFO line."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace")
+            kept = [line for line in text.splitlines() if line.strip() and line.strip() not in _NATIVE_NOISE]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
 
 
 def runtime_version(name: str) -> str:
