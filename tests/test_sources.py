@@ -244,6 +244,22 @@ def test_mic_retries_a_busy_device_with_backoff(caplog):
     assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
 
 
+def test_mic_keeps_yielding_empty_chunks_while_it_waits_to_retry():
+    """The daemon's loop must keep turning (watchdog pings, stop) while the microphone is missing."""
+    module = fake_pyaudio([("USB Mic", 16000, 1)], busy_opens=1, chunks_per_stream=1)
+    mic = MicSource("", pyaudio_module=module, backoff=BackoffSettings(initial_s=1.0, jitter=0.0))
+    stop = threading.Event()
+    empty_before_audio = 0
+    for chunk, _ in mic.chunks(stop):
+        if chunk.size:
+            stop.set()
+        else:
+            empty_before_audio += 1
+    mic.close()
+    assert module.state.opens == 1
+    assert empty_before_audio >= 2  # a 1 s wait, polled every IDLE_POLL_S
+
+
 def test_mic_named_device_that_does_not_exist_is_refused_at_once():
     module = fake_pyaudio([("USB Mic", 16000, 1), ("Speaker", 48000, 0)])
     with pytest.raises(SourceError, match="no input device matches 'webcam'.*0: USB Mic"):

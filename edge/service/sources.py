@@ -310,7 +310,7 @@ class MicSource:
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
         while not stop.is_set():
-            self.device = retry(self._open, f"opening microphone {self.wanted or 'default'}", stop, self._backoff, (OSError,))
+            self.device = yield from self._reopen(stop)
             if self.device is None:
                 return
             rate = self.device.default_rate_hz
@@ -328,6 +328,25 @@ class MicSource:
                     continue
                 last_audio = time.monotonic()
                 yield np.frombuffer(data, dtype=np.int16), rate
+
+    def _reopen(self, stop: threading.Event) -> Iterator[Chunk]:
+        """Open the device with backoff in a helper thread, yielding empty chunks meanwhile.
+
+        The waits between attempts grow to 30 s; the daemon's loop must keep turning through
+        them to ping the systemd watchdog, or a missing microphone would look like a hung service.
+        """
+        opened: list[InputDevice | None] = []
+        what = f"opening microphone {self.wanted or 'default'}"
+        opener = threading.Thread(
+            target=lambda: opened.append(retry(self._open, what, stop, self._backoff, (OSError,))), name="mic-open", daemon=True
+        )
+        opener.start()
+        rate = self.device.default_rate_hz if self.device else 16000
+        while True:
+            opener.join(IDLE_POLL_S)
+            if not opener.is_alive():
+                return opened[0] if opened else None
+            yield np.zeros(0, np.int16), rate
 
     def _is_active(self) -> bool:
         try:
