@@ -156,7 +156,10 @@ def build_outputs(settings: ServiceSettings, model: Model | None = None, web: tu
             except ValueError as exc:  # MqttConfigError: unreadable password or CA file
                 raise StartError(str(exc)) from None
         if settings.debug.record:
-            recorder = AlertRecorder(settings.debug)
+            try:
+                recorder = AlertRecorder(settings.debug)
+            except OSError as exc:
+                raise StartError(f"debug.record_dir = {settings.debug.record_dir!r} cannot be used ({exc.strerror or exc})") from None
             sinks.append(recorder)
         if web is not None:
             feed, server = web
