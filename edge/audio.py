@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".mp3", ".opus", ".au", ".w64", ".caf")
+READABLE = "WAV, FLAC, OGG, AIFF, MP3"
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a whole file holds no sound worth classifying
 
 
@@ -22,10 +24,12 @@ class AudioError(ValueError):
     """An input file that cannot be used, with a message fit to show a user."""
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read a file as mono float32 in [-1, 1] and its sample rate; raise AudioError if unusable."""
-    import soundfile as sf  # the device always has it, but importing edge need not load libsndfile
+class ClipTooLongError(AudioError):
+    """An input longer than the caller accepts."""
 
+
+def read_audio(path: str | os.PathLike, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
+    """Read a file as mono float32 in [-1, 1] and its sample rate; raise AudioError if unusable."""
     p = Path(path)
     if not p.exists():
         raise AudioError(f"{path}: no such file")
@@ -33,16 +37,33 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise AudioError(f"{path}: is a folder, not an audio file")
     if p.stat().st_size == 0:
         raise AudioError(f"{path}: the file is empty (0 bytes)")
+    return decode_audio(str(p), str(path), max_duration_s)
+
+
+def decode_audio(source: str | BinaryIO, name: str, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a path or a file-like object (an upload held in memory) as ``read_audio`` does.
+
+    ``name`` is what messages call the input. A clip longer than ``max_duration_s`` raises
+    ClipTooLongError before it is decoded.
+    """
+    import soundfile as sf  # the device always has it, but importing edge need not load libsndfile
+
     try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:
+            rate = f.samplerate
+            if max_duration_s is not None and rate > 0 and f.frames / rate > max_duration_s:
+                raise ClipTooLongError(f"{name}: the clip lasts {f.frames / rate:.0f} s; at most {max_duration_s:.0f} s are accepted")
+            data = f.read(dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except sf.LibsndfileError as exc:
         detail = str(exc).split(":", 1)[-1].strip() or "unreadable"
         if "recognised" in detail or "recognized" in detail or "unknown format" in detail.lower():
-            raise AudioError(f"{path}: not an audio file that can be read (WAV, FLAC, OGG, AIFF, MP3)") from None
-        raise AudioError(f"{path}: corrupt or truncated audio ({detail})") from None
+            raise AudioError(f"{name}: not an audio file that can be read ({READABLE})") from None
+        raise AudioError(f"{name}: corrupt or truncated audio ({detail})") from None
     except (RuntimeError, TypeError, ValueError, OSError) as exc:
-        raise AudioError(f"{path}: corrupt or truncated audio ({exc})") from None
-    return check_signal(data, rate, str(path))
+        raise AudioError(f"{name}: corrupt or truncated audio ({exc})") from None
+    return check_signal(data, rate, name)
 
 
 def check_signal(data: np.ndarray, rate: int, name: str = "audio") -> tuple[np.ndarray, int]:
