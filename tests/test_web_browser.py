@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +313,51 @@ def test_live_view_follows_the_service_as_events_arrive(page, live_server, clip,
 
     feed.close()
     wait_for(page, lambda d: status.get_attribute("data-status") == "stopped", "the end of the stream")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_live_view_of_the_real_service_fed_a_file(page, clip, model_path, tmp_path):
+    """`python -m edge run --source FILE --realtime --http`: the page follows the running process."""
+    from selenium.webdriver.common.by import By
+
+    port = free_port()
+    command = [sys.executable, "-m", "edge", "run", "--source", str(clip), "--realtime", "--loop"]
+    command += ["--model", str(model_path), "--http", f"127.0.0.1:{port}"]
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(page, lambda d: _answers(url) or service.poll() is not None, "the service's web page")
+        assert service.poll() is None, log_path.read_text()
+        page.get(url)
+        status = page.find_element(By.ID, "live-status")
+        wait_for(page, lambda d: status.get_attribute("data-status") == "live", "the event stream")
+        timeline = page.find_element(By.ID, "live-timeline")
+        wait_for(page, lambda d: int(timeline.get_attribute("data-count")) >= 4, "four windows from the service")
+        health = page.find_element(By.ID, "live-health")
+        wait_for(page, lambda d: clip.name in health.text, "the service's health report")
+        assert "http: ok, 1 viewer(s)" in health.text
+        state = page.find_element(By.ID, "live-state").get_attribute("data-state")
+        assert state in (*EMOTIONS, "silence")
+        screenshot(page, "web_live_service.png")
+        service.send_signal(signal.SIGTERM)
+        wait_for(page, lambda d: status.get_attribute("data-status") == "stopped", "the page to see the service stop")
+        assert service.wait(10) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "api/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
