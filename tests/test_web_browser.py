@@ -315,6 +315,29 @@ def test_live_view_follows_the_service_as_events_arrive(page, live_server, clip,
     wait_for(page, lambda d: status.get_attribute("data-status") == "stopped", "the end of the stream")
 
 
+def test_with_a_token_the_page_works_when_opened_with_it(page, model_path, clip):
+    """Behind a token (as off loopback): the page's assets, uploads and live stream all carry it."""
+    from selenium.webdriver.common.by import By
+
+    token = "browser-test-token-0123456789abcdef"
+    feed = LiveFeed()
+    server = serve_in_thread(create_app(model_path, live=feed, token=token), "127.0.0.1", 0)
+    try:
+        page.get(server.url)
+        assert "requires its token" in page.find_element(By.TAG_NAME, "body").text
+        page.get_log("browser")  # the refused page load is logged as a failed request; it is the point here
+        page.get(server.url + "?token=" + token)
+        status = page.find_element(By.ID, "live-status")
+        wait_for(page, lambda d: status.get_attribute("data-status") == "live", "the event stream with the token")
+        page.find_element(By.ID, "file").send_keys(str(clip))
+        page.find_element(By.ID, "upload").click()
+        wait_for(page, lambda d: d.find_element(By.ID, "top-label").text, "the result with the token")
+        assert page.find_element(By.ID, "result-name").text == clip.name
+    finally:
+        feed.close()
+        server.shutdown()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

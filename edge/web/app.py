@@ -77,7 +77,7 @@ def create_app(
     here = Path(__file__).parent
     app = flask.Flask(__name__, static_folder=str(here / "static"), template_folder=str(here / "templates"))
     app.request_class = InMemoryRequest
-    app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), JSON_SORT_KEYS=False, SER_TOKEN_SET=token is not None)
+    app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), SER_TOKEN_SET=token is not None)
     app.json.sort_keys = False
     model_name = model.path.stem
 
