@@ -182,7 +182,7 @@ def test_a_clip_over_the_duration_limit_gets_413(client, clip, monkeypatch):
     monkeypatch.setattr(web_app, "MAX_CLIP_S", 1.0)
     r = upload(client, clip.read_bytes())
     assert r.status_code == 413
-    assert "at most 1 s" in r.get_json()["error"]
+    assert "at most 1 s are accepted" in r.get_json()["error"]
 
 
 def test_unknown_routes_and_methods_answer_json(client):

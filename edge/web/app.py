@@ -25,7 +25,7 @@ import flask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edge import __version__
-from edge.audio import AudioError, check_signal
+from edge.audio import AudioError, ClipTooLongError, decode_audio
 from edge.model import EMOTIONS, Model
 from edge.web.live import CLOSED, LiveFeed
 
@@ -35,7 +35,6 @@ DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: ~100 s of 48 kHz stereo W
 MAX_CLIP_S = 600.0  # longer clips are refused before decoding: they would hold the classifier for minutes
 SSE_KEEPALIVE_S = 15.0  # a comment line this often lets the server notice a browser that went away
 LIVE_ONLY = "the live view exists only under `python -m edge run --http HOST:PORT`; this is `python -m edge serve`"
-READABLE = "WAV, FLAC, OGG, AIFF, MP3"
 
 
 class InMemoryRequest(flask.Request):
@@ -140,7 +139,7 @@ def create_app(
         if not data:
             return _error(400, f"{name}: the file is empty (0 bytes)", path=name)
         try:
-            audio, rate = _decode(data, name)
+            audio, rate = decode_audio(io.BytesIO(data), name, MAX_CLIP_S)
             with classify_lock:
                 result = classifier.classify_clip(audio, rate)
         except ClipTooLongError as exc:
@@ -209,32 +208,6 @@ def _stream(live: LiveFeed, sub):
 
 def _sse(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
-class ClipTooLongError(AudioError):
-    """An upload whose duration is over MAX_CLIP_S."""
-
-
-def _decode(data: bytes, name: str):
-    """Decode an upload held in memory to mono float32 and its rate, with audio.read_audio's messages."""
-    import soundfile as sf
-
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            rate = f.samplerate
-            if rate > 0 and f.frames > 0 and f.frames / rate > MAX_CLIP_S:
-                raise ClipTooLongError(f"{name}: the clip lasts {f.frames / rate:.0f} s; the page classifies at most {MAX_CLIP_S:.0f} s")
-            audio = f.read(dtype="float32", always_2d=True)
-    except sf.LibsndfileError as exc:
-        detail = str(exc).split(":", 1)[-1].strip() or "unreadable"
-        if "recognised" in detail or "recognized" in detail or "unknown format" in detail.lower():
-            raise AudioError(f"{name}: not an audio file that can be read ({READABLE})") from None
-        raise AudioError(f"{name}: corrupt or truncated audio ({detail})") from None
-    except (RuntimeError, TypeError, ValueError, OSError) as exc:
-        if isinstance(exc, AudioError):
-            raise
-        raise AudioError(f"{name}: corrupt or truncated audio ({exc})") from None
-    return check_signal(audio, rate, name)
 
 
 def _display_name(filename: str | None) -> str:
