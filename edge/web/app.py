@@ -135,11 +135,13 @@ def create_app(
             other = ", ".join(sorted(flask.request.files)) or "none"
             return _error(400, f"send the audio as the multipart form field 'file' (fields received: {other})", path=None)
         name = _display_name(upload.filename)
-        data = upload.stream.read()
-        if not data:
+        stream = upload.stream  # a BytesIO (InMemoryRequest): decoded where it lies, not copied
+        size = stream.seek(0, io.SEEK_END)
+        stream.seek(0)
+        if size == 0:
             return _error(400, f"{name}: the file is empty (0 bytes)", path=name)
         try:
-            audio, rate = decode_audio(io.BytesIO(data), name, MAX_CLIP_S)
+            audio, rate = decode_audio(stream, name, MAX_CLIP_S)
             with classify_lock:
                 result = classifier.classify_clip(audio, rate)
         except ClipTooLongError as exc:
@@ -150,7 +152,7 @@ def create_app(
             log.warning("classification of an upload failed", exc_info=True)
             return _error(500, f"{name}: could not be classified ({type(exc).__name__}: {exc})", path=name)
         finally:
-            del data
+            upload.close()  # nothing of the upload outlives the request
         out = result.to_dict(name)
         out["windows"] = [w.to_dict() for w in result.windows]
         log.info("classified upload %s: %s (%.1f s)", name, result.label, result.duration_s)
