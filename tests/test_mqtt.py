@@ -252,6 +252,21 @@ def test_sink_publishes_availability_discovery_state_and_alerts(mosquitto_broker
         late.close()
 
 
+def test_closing_right_after_start_still_delivers(mosquitto_broker):
+    """A short file run may end before the first connection is made: close() lets it finish and deliver."""
+    b = mosquitto_broker
+    sub = Subscriber(b.host, b.port)
+    try:
+        sink = MqttSink(MqttSettings(host=b.host, port=b.port, device_id="dev"), backoff=FAST)
+        sink.handle(alert(1))
+        sink.close()
+        assert sub.wait_for_topic("ser-edge/dev/alert")[0].json()["id"] == 1
+        assert [m.text for m in sub.wait_for_topic("ser-edge/dev/availability", 2)] == ["online", "offline"]
+        assert sink.queue_length == 0
+    finally:
+        sub.close()
+
+
 def test_windows_are_published_when_asked(mosquitto_broker, sinks):
     b = mosquitto_broker
     sub = Subscriber(b.host, b.port)

@@ -33,6 +33,12 @@ WAIT_S = 30.0
 """Upper bound for the service to start, classify a file and publish; generous for a shared 2-core machine."""
 ALERT_TYPES = ("alert", "alert_end")
 
+
+def key(event: dict) -> tuple[str, str, str]:
+    """What tells one alert event from another: its type, id and wall_time (the daemon stamps it before any sink)."""
+    return (event["type"], str(event["id"]), event.get("wall_time", ""))
+
+
 # Strong-intensity acted anger from a spread of RAVDESS actors (both sexes), then TESS anger;
 # neutral the same way. RAVDESS neutral has only normal intensity.
 RAVDESS_ACTORS = (2, 5, 11, 14, 17, 20)
@@ -112,9 +118,9 @@ class Service:
                 self._cond.notify_all()
 
     def alerts(self) -> list[tuple[str, str]]:
-        """(type, id) of every alert and alert_end printed so far, in order."""
+        """key() of every alert and alert_end printed so far, in order."""
         with self._cond:
-            return [(e["type"], str(e["id"])) for e in self.events if e.get("type") in ALERT_TYPES]
+            return [key(e) for e in self.events if e.get("type") in ALERT_TYPES]
 
     def wait_for_alerts(self, count: int, timeout_s: float = WAIT_S) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -144,8 +150,8 @@ class Service:
 
 
 def received_alerts(sub: Subscriber, topic: str) -> list[tuple[str, str]]:
-    """(type, id) in order of first arrival; QoS 1 may deliver twice what an outage interrupted."""
-    return list(dict.fromkeys((m.json()["type"], str(m.json()["id"])) for m in sub.on(topic)))
+    """key() in order of first arrival; QoS 1 may deliver twice what an outage interrupted."""
+    return list(dict.fromkeys(key(m.json()) for m in sub.on(topic)))
 
 
 def _log_tail(path: Path) -> str:
@@ -180,9 +186,8 @@ def test_angry_speech_publishes_an_alert_with_discovery_and_availability(data_di
     # Retained: a subscriber that comes afterwards still finds the device, now offline.
     late = Subscriber(b.host, b.port, client_id="late")
     try:
-        late.wait_for(
-            lambda msgs: {"ser-edge/test/availability", "homeassistant/sensor/test_emotion/config"} <= {m.topic for m in msgs}, 5.0
-        )
+        wanted = {"ser-edge/test/availability", "homeassistant/sensor/test_emotion/config", "homeassistant/binary_sensor/test_alert/config"}
+        late.wait_for(lambda msgs: wanted <= {m.topic for m in msgs}, 5.0)
         retained = {m.topic: m for m in late.messages if m.retain}
         assert retained["ser-edge/test/availability"].text == "offline"
         assert retained["homeassistant/sensor/test_emotion/config"].json()["unique_id"] == "ser_edge_test_emotion"
@@ -254,14 +259,14 @@ def test_alerts_raised_during_an_outage_survive_a_restart_and_arrive_in_order(da
         assert first.stop() == 0, _log_tail(log)
         run1 = first.alerts()
 
-        queued = [(e["event"]["type"], str(e["event"]["id"])) for e in map(json.loads, queue_file.read_text().splitlines())]
+        queued = [key(line["event"]) for line in map(json.loads, queue_file.read_text().splitlines())]
         assert len(queued) >= 4, "alerts raised during the outage are in the queue file"
         assert run1[-len(queued) :] == queued, "the queue holds the undelivered tail of what was raised, in order"
 
         b.start()
         second = Service(args, log)
         try:
-            delivered = sub.wait_for(lambda msgs: len({(m.json()["type"], m.json()["id"]) for m in msgs}) >= len(run1) + 2, WAIT_S)
+            delivered = sub.wait_for(lambda msgs: len({key(m.json()) for m in msgs}) >= len(run1) + 2, WAIT_S)
         finally:
             assert second.stop() == 0, _log_tail(log)
         assert delivered, f"the queued alerts did not arrive\n{_log_tail(log)}"
