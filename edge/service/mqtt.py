@@ -396,7 +396,12 @@ class MqttSink:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            client = retry(self._open_session, f"MQTT connection to {self._address}", self._stop, self._backoff, errors=(OSError,))
+            try:
+                client = retry(self._open_session, f"MQTT connection to {self._address}", self._stop, self._backoff, errors=(OSError,))
+            except Exception:  # a paho surprise must not end the thread: alerts would queue forever unseen
+                log.exception("MQTT connection to %s failed unexpectedly; retrying", self._address)
+                self._stop.wait(self._backoff.next_delay())
+                continue
             if client is None:
                 return
             self._session_over.wait()
