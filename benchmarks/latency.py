@@ -218,8 +218,9 @@ def summarise(result: dict) -> dict:
     first_window = int(np.argmax(rows[:, -2] > 0))
     keep = hop_index >= hop_index[first_window] + WARMUP_HOPS
     rows, hop_index = rows[keep], hop_index[keep]
-    hops = np.unique(hop_index)
-    hops = hops[:-1]  # the last hop may be cut short by the end of the audio
+    hops = np.unique(hop_index)[:-1]  # the last hop may be cut short by the end of the audio
+    keep = hop_index <= hops[-1]
+    rows, hop_index = rows[keep], hop_index[keep]
     per_hop = np.stack([rows[hop_index == h].sum(axis=0) for h in hops])
     window_rows = rows[rows[:, -2] > 0]
     names = ("end to end", *STAGES)

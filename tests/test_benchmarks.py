@@ -1,0 +1,111 @@
+"""The benchmark scripts run and print their tables (--quick), and their measuring parts measure the right thing.
+
+No test here looks at how fast anything is: the figures are the scripts' business.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.accuracy import active_speech_power, mix
+from benchmarks.common import markdown_table, percentiles
+from benchmarks.latency import summarise
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-m", module, "--quick", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{module} --quick failed:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def table_rows(text: str, first_cell: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith(f"| {first_cell}")]
+
+
+@pytest.mark.slow
+def test_latency_quick_prints_every_table(data_dir, tmp_path):
+    out = tmp_path / "latency.md"
+    proc = run_script("benchmarks.latency", "--data", str(data_dir), "--markdown", str(out))
+    for header in ("## Latency", "### Per stage", "### Models, runtimes and threads", "### The whole `run` process", "Command: `"):
+        assert header in proc.stdout
+    for stage in ("resampling", "MFCC frontend", "speech detector", "inference", "decision policy", "**end to end**"):
+        assert table_rows(proc.stdout, stage), f"no row for {stage}"
+    process = table_rows(proc.stdout, "int8")
+    assert process and not any("did not run" in " ".join(r) for r in process)
+    assert out.read_text() == proc.stdout
+
+
+@pytest.mark.slow
+def test_frontend_quick_matches_python_speech_features(data_dir):
+    proc = run_script("benchmarks.frontend", "--data", str(data_dir))
+    assert "## Frontend" in proc.stdout and "| implementation |" in proc.stdout
+    (psf,) = table_rows(proc.stdout, "python_speech_features")
+    (streaming,) = table_rows(proc.stdout, "edge StreamingFrontend")
+    # Equal settings give equal output: the largest difference is float round-off, not a different feature.
+    assert float(psf[5]) < 1e-3
+    assert float(streaming[5]) == 0.0
+
+
+@pytest.mark.slow
+def test_accuracy_quick_prints_tables_and_draws_the_plot(data_dir, tmp_path):
+    png = tmp_path / "snr.png"
+    proc = run_script("benchmarks.accuracy", "--data", str(data_dir), "--plot", str(png))
+    assert "## Accuracy" in proc.stdout and "### Accuracy against signal-to-noise ratio" in proc.stdout
+    for variant in ("float Keras", "float32 TFLite", "dynamic-range TFLite", "full-int8 TFLite"):
+        assert len(table_rows(proc.stdout, variant)) == 3  # main table, per corpus, per SNR
+    assert "| model | clean | 20 dB | 10 dB | 5 dB | 0 dB |" in proc.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_noise_is_mixed_at_the_snr_of_active_speech():
+    from edge.frontend import Frontend
+
+    frontend = Frontend()
+    rng = np.random.default_rng(0)
+    speech = np.zeros(32000)
+    speech[8000:24000] = 0.1 * rng.standard_normal(16000)  # 1 s of "speech" between half-second silences
+    flags = np.zeros(frontend.settings.frames_for(speech.size), dtype=bool)
+    flags[50:148] = True  # frames 50..147 lie inside the active second
+    power = active_speech_power(speech, flags, frontend)
+    assert power == pytest.approx(0.01, rel=0.05)  # the silence does not dilute it
+    noise = rng.standard_normal(32000)
+    for snr in (20.0, 0.0):
+        mixed = mix(speech, noise, power, snr).astype(np.float64)
+        added = mixed - speech
+        measured = 10 * np.log10(power / np.mean(added**2))
+        assert measured == pytest.approx(snr, abs=0.05)
+
+
+def test_summary_counts_windows_per_hop_after_the_warm_up():
+    # 100 ms chunks, 0.5 s hop: a window completes in every fifth chunk, 1 ms per chunk, 3 ms more when a window completes.
+    n = 200
+    rows = np.zeros((n, 8))
+    rows[:, 0] = 1e6
+    rows[4::5, 0] += 3e6
+    rows[4::5, 4] = 2e6  # inference
+    rows[4::5, 6] = 1  # one window
+    rows[4::5, 7] = 1  # with speech
+    result = {"rows_ns": rows.tolist(), "chunk_s": 0.1, "hop_s": 0.5, "cpu_s": 0.4, "audio_s": 20.0}
+    s = summarise(result)
+    assert s["window:end to end"] == pytest.approx((4.0, 4.0, 4.0))
+    assert s["hop:end to end"] == pytest.approx((8.0, 8.0, 8.0))  # four 1 ms chunks and one 4 ms chunk
+    assert s["window:inference"][0] == pytest.approx(2.0)
+    assert s["rtf"] == pytest.approx(8.0 / 500.0)
+    assert s["windows"] == s["speech_windows"] == 40 - 5 - 1  # warm-up hops and the (possibly short) last hop left out
+    assert s["cpu_share"] == pytest.approx(0.02)
+
+
+def test_percentiles_and_tables():
+    assert percentiles(list(range(101))) == pytest.approx((50.0, 95.0, 99.0))
+    assert all(np.isnan(percentiles([])))
+    table = markdown_table(["a", "b"], [["x", 1.23456], ["y", float("nan")]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| x | 1.235 |", "| y | – |"]
