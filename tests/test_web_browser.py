@@ -368,6 +368,11 @@ def test_live_view_of_the_real_service_fed_a_file(page, clip, model_path, tmp_pa
         assert "http: ok, 1 viewer(s)" in health.text
         state = page.find_element(By.ID, "live-state").get_attribute("data-state")
         assert state in (*EMOTIONS, "silence")
+        # An upload while the service runs: the README's screenshot shows both halves of the page.
+        page.find_element(By.ID, "file").send_keys(str(clip))
+        page.find_element(By.ID, "upload").click()
+        wait_for(page, lambda d: d.find_element(By.ID, "top-label").text, "the upload's result")
+        wait_for(page, lambda d: int(timeline.get_attribute("data-count")) >= 8, "a few more windows")
         screenshot(page, "web_live_service.png")
         service.send_signal(signal.SIGTERM)
         wait_for(page, lambda d: status.get_attribute("data-status") == "stopped", "the page to see the service stop")
