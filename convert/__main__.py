@@ -1,0 +1,79 @@
+"""python -m convert RUN_DIR: full-int8 TFLite, its JSON contract and MODEL_CARD.md from a training run.
+
+The int8 model is calibrated on real training windows and must agree with its float twin
+on the validation speakers (top-1 agreement >= 95 % of clips, accuracy within 1.5
+points); otherwise nothing is written and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+EXAMPLES = """examples:
+  python -m convert runs/model                                  # -> edge/models/ser_cnn_int8.tflite, .json, MODEL_CARD.md
+  python -m convert runs/try --out runs/try/int8/ser_cnn_int8.tflite --no-keras-copy
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m convert", description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("run_dir", help="a folder written by `python -m training train` (model.keras, report.json)")
+    p.add_argument("--data", default="../shared/data", help="the corpora the run was trained on (for calibration and checking)")
+    p.add_argument("--manifest", action="append", default=[], help="manifests the run also used (repeatable)")
+    p.add_argument(
+        "--out", default="edge/models/ser_cnn_int8.tflite", help="where the .tflite goes; the .json and MODEL_CARD.md go beside it"
+    )
+    p.add_argument("--keras-out", default="models/ser_cnn.keras", help="copy of the float Keras model, for float-vs-int8 benchmarks")
+    p.add_argument("--no-keras-copy", action="store_true", help="do not copy the Keras model")
+    p.add_argument("--reports", default=None, help="folder for the int8 confusion matrix and training curves PNGs")
+    p.add_argument("--cache", default="cache", help="feature cache folder shared with training")
+    p.add_argument("--min-agreement", type=float, default=0.95, help="least int8/float top-1 agreement on validation clips")
+    p.add_argument("--max-drop", type=float, default=1.5, help="largest validation accuracy drop from float to int8, in points")
+    p.add_argument("--debug", action="store_true", help="log everything")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from convert.package import ConversionError, Gates, convert_run
+    from training.corpora import load_data, load_manifest
+
+    try:
+        clips = load_data(args.data) if args.data else []
+        for manifest in args.manifest:
+            clips += load_manifest(manifest)
+        contract = convert_run(
+            args.run_dir,
+            clips,
+            args.out,
+            cache_dir=args.cache,
+            keras_out=None if args.no_keras_copy else args.keras_out,
+            reports_dir=args.reports,
+            gates=Gates(min_agreement=args.min_agreement, max_accuracy_drop_points=args.max_drop),
+        )
+    except ConversionError as exc:
+        print(f"conversion refused: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    m = contract.metrics
+    for role in ("validation", "test"):
+        if role in m:
+            for kind in ("float", "int8"):
+                parts = "; ".join(f"{n} WA {s['wa']:.3f} UA {s['ua']:.3f}" for n, s in m[role][kind].items())
+                print(f"{role} {kind}: {parts}")
+    print(f"agreement {m['int8_float_agreement']}, {m['size_bytes']} bytes, {m['latency_ms_per_window_1_thread']:.2f} ms/window (1 thread)")
+    print(f"wrote {args.out} and {os.path.splitext(args.out)[0]}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

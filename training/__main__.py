@@ -1,0 +1,158 @@
+"""python -m training: the desk stage, one subcommand per step.
+
+    load      find the corpora, write the clip table (CSV) and say what could not be used
+    explore   PNG plots and a markdown summary of the data
+    features  fill the feature cache (the device's frontend over every clip and variant)
+    train     train the CNN speaker-independently and score it on the held-out speakers
+
+Then `python -m convert RUN_DIR` makes the int8 model, its contract and its card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("training")
+
+EXAMPLES = """examples:
+  python -m training load --data ../shared/data --out runs/clips.csv
+  python -m training explore --data ../shared/data --out runs/explore
+  python -m training train --data ../shared/data --out runs/model --set arch=cnn2d --set epochs=20
+  python -m training train --data ../shared/data --manifest my_clips.csv --out runs/mine
+"""
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="../shared/data", help="folder holding ravdess/, savee/, tess/, crema-d/ (original or FLAC layouts)")
+    p.add_argument("--manifest", action="append", default=[], help="CSV of path,label[,speaker][,corpus] for your own clips (repeatable)")
+    p.add_argument("--corpora", default="ravdess,crema_d,savee,tess", help="comma-separated corpora to use from --data")
+    p.add_argument("--table", help="a clip table written by `load`, used instead of scanning --data")
+
+
+def _clips(args):
+    from training.corpora import LoadReport, load_data, load_manifest, load_table
+
+    report = LoadReport()
+    if args.table:
+        clips = load_table(args.table)
+    else:
+        clips = load_data(args.data, [c.strip() for c in args.corpora.split(",") if c.strip()], report) if args.data else []
+    for manifest in args.manifest:
+        clips += load_manifest(manifest, report)
+    for line in report.lines():
+        log.info("%s", line)
+    if not clips:
+        raise SystemExit(f"error: no clips found in {args.data} (expected folders named like ravdess, savee, tess, crema-d)")
+    return clips, report
+
+
+def cmd_load(args) -> int:
+    from training.corpora import save_table
+
+    clips, report = _clips(args)
+    save_table(clips, args.out)
+    print(f"{len(clips)} clips -> {args.out}")
+    for line in report.lines():
+        print(line)
+    return 0
+
+
+def cmd_explore(args) -> int:
+    from training.explore import explore
+
+    clips, report = _clips(args)
+    summary = explore(clips, args.out, report)
+    print(f"wrote plots and {summary}")
+    return 0
+
+
+def _settings(args):
+    from training.train import TrainSettings
+
+    settings = TrainSettings.from_dict(json.loads(Path(args.config).read_text())) if args.config else TrainSettings()
+    return settings.with_overrides(args.set)
+
+
+def cmd_features(args) -> int:
+    from training.features import extract
+    from training.split import TRAIN, Split
+
+    clips, _ = _clips(args)
+    settings = _settings(args)
+    split = Split()
+    train = split.select(clips, TRAIN)
+    extract(train, settings.frontend, args.cache, tuple(range(settings.augment_variants + 1)), settings.augment, workers=args.workers)
+    extract([c for c in clips if split.role(c) != TRAIN], settings.frontend, args.cache, (0,), workers=args.workers)
+    print(f"features for {len(clips)} clips are in {args.cache}/features")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from training.train import summary_line, train
+
+    clips, _ = _clips(args)
+    report = train(clips, _settings(args), args.out, args.cache, workers=args.workers, threads=args.threads)
+    for role, per_corpus in report["float"].items():
+        print(f"{role}: {summary_line(per_corpus)}")
+    print(f"model and report in {args.out} ({report['seconds']['total']:.0f} s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--debug", action="store_true", help="log everything")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("load", help="write the clip table (path, corpus, speaker, gender, label, duration_s, rate_hz)")
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/clips.csv", help="CSV to write")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("explore", help="plots and a summary table of the data")
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/explore", help="folder for the PNGs and summary.md")
+    p.set_defaults(func=cmd_explore)
+
+    for name, func, text in (
+        ("features", cmd_features, "fill the feature cache for the given settings"),
+        ("train", cmd_train, "train and score a model into a run folder"),
+    ):
+        p = sub.add_parser(name, help=text, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_data_args(p)
+        p.add_argument("--config", help="JSON of TrainSettings (e.g. a run's settings.json); defaults otherwise")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one setting, e.g. window_s=3.0 or augment.snr_db=[0,20]",
+        )
+        p.add_argument("--cache", default="cache", help="feature cache folder (safe to delete)")
+        p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
+        if name == "train":
+            p.add_argument("--out", default="runs/model", help="run folder to write")
+            p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

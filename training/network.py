@@ -1,0 +1,46 @@
+"""Small Keras 3 CNNs over MFCC windows (frames x coefficients), sized for int8 on a Raspberry Pi.
+
+Every layer here has an int8 TFLite kernel (Conv, depthwise Conv, BatchNorm folded into
+the conv, ReLU, pooling, Dense, Softmax), so conversion needs no float fallback.
+"""
+
+from __future__ import annotations
+
+ARCHITECTURES = ("cnn2d", "cnn1d", "dscnn")
+
+
+def build_model(arch: str, frames: int, coeffs: int, n_labels: int, width: int = 16, dropout: float = 0.3):
+    """A compiled-ready Keras model: input (frames, coeffs) float32, output softmax over n_labels."""
+    import keras
+    from keras import layers
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    inputs = keras.Input((frames, coeffs), name="mfcc")
+    if arch == "cnn1d":
+        # MFCCs as channels, convolution along time only: cheap, and pitch-shift tolerant.
+        x = inputs
+        for i, filters in enumerate((4 * width, 6 * width, 8 * width)):
+            x = layers.Conv1D(filters, 5, padding="same", use_bias=False, name=f"conv{i}")(x)
+            x = layers.BatchNormalization(name=f"bn{i}")(x)
+            x = layers.ReLU(name=f"relu{i}")(x)
+            x = layers.MaxPooling1D(2, name=f"pool{i}")(x)
+        x = layers.GlobalAveragePooling1D(name="gap")(x)
+    else:
+        x = layers.Reshape((frames, coeffs, 1), name="image")(inputs)
+        widths = (width, 2 * width, 3 * width, 4 * width)
+        for i, filters in enumerate(widths):
+            if arch == "dscnn" and i > 0:
+                x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{i}")(x)
+                x = layers.BatchNormalization(name=f"dwbn{i}")(x)
+                x = layers.ReLU(name=f"dwrelu{i}")(x)
+                x = layers.Conv2D(filters, 1, use_bias=False, name=f"conv{i}")(x)
+            else:
+                x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+            x = layers.BatchNormalization(name=f"bn{i}")(x)
+            x = layers.ReLU(name=f"relu{i}")(x)
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(n_labels, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name=f"ser_{arch}")

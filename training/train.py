@@ -1,0 +1,327 @@
+"""Train the emotion CNN on windows from the device's frontend, speaker-independently, and score it per clip.
+
+A run folder holds everything convert needs and everything a person wants to look at:
+``model.keras``, ``settings.json`` (the TrainSettings), ``report.json`` (split, float
+metrics per corpus and role, training history, timing), ``confusion.png``, ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.frontend import FrontendSettings
+from edge.model import EMOTIONS, Normalization
+from edge.speech import SpeechSettings
+from training.augment import AugmentSettings
+from training.corpora import Clip
+from training.features import ClipFeatures, clip_windows_from, extract
+from training.metrics import clip_probs, scores_by_corpus
+from training.split import TEST, TRAIN, VALIDATION, Split
+
+log = logging.getLogger(__name__)
+
+MAX_PARAMS = 300_000
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every choice that shapes the model; saved beside it so a run can be repeated exactly."""
+
+    n_mels: int = 40
+    """Mel filters in the frontend."""
+    n_ceps: int = 40
+    """Cepstral coefficients per frame (the model's input width)."""
+    lifter: int = 0
+    """Frontend sine lifter (0 = off)."""
+    window_s: float = 2.0
+    """Window the device classifies, in seconds."""
+    hop_s: float = 0.5
+    """Hop between the device's windows, in seconds (a multiple of 10 ms)."""
+    train_hop_s: float = 0.5
+    """Hop between training windows, in seconds; smaller gives more, overlapping windows."""
+    normalization: str = "global"
+    """window, global or none (edge.model.Normalization kinds)."""
+    augment_variants: int = 2
+    """Augmented copies of each training clip, besides the clip itself."""
+    augment: AugmentSettings = AugmentSettings()
+    """How the copies are made."""
+    arch: str = "cnn1d"
+    """Network: cnn1d, cnn2d or dscnn (training.network)."""
+    width: int = 16
+    """Base number of filters."""
+    dropout: float = 0.3
+    """Dropout before the last layer."""
+    epochs: int = 15
+    """Passes over the training windows."""
+    batch_size: int = 64
+    """Windows per gradient step."""
+    learning_rate: float = 2e-3
+    """Peak learning rate of Adam; decays with a cosine to zero."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy."""
+    class_weights: bool = True
+    """Weight each label inversely to its share of the training windows."""
+    corpus_balance: float = 0.0
+    """0 = every window counts the same; 1 = every corpus counts the same in total."""
+    mixup_alpha: float = 0.0
+    """Beta(alpha, alpha) mixup of window pairs and their labels; 0 disables it."""
+    seed: int = 42
+    """Seed for the network's initialisation and the order of windows."""
+
+    @property
+    def frontend(self) -> FrontendSettings:
+        return FrontendSettings(n_mels=self.n_mels, n_ceps=self.n_ceps, lifter=self.lifter)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainSettings:
+        data = dict(data)
+        if isinstance(data.get("augment"), dict):
+            aug = {k: tuple(v) if isinstance(v, list) else v for k, v in data["augment"].items()}
+            data["augment"] = AugmentSettings(**aug)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**data)
+
+    def with_overrides(self, pairs: Sequence[str]) -> TrainSettings:
+        """Apply ``key=value`` strings (values parsed as JSON, else taken as text); augment.key=value too."""
+        changes: dict = {}
+        augment: dict = {}
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects key=value, got {pair!r}")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            if key.startswith("augment."):
+                augment[key.split(".", 1)[1]] = tuple(value) if isinstance(value, list) else value
+            else:
+                changes[key.strip()] = value
+        if augment:
+            changes["augment"] = dataclasses.replace(self.augment, **augment)
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(unknown)}; known are {', '.join(sorted(known))}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class WindowSet:
+    """Windows of several clips, with the clip each came from."""
+
+    x: np.ndarray
+    """(n, frames, coefficients) un-normalised windows."""
+    y: np.ndarray
+    """(n,) label index per window."""
+    clip: np.ndarray
+    """(n,) index into ``clips`` per window."""
+    speech_ratio: np.ndarray
+    clips: list[Clip]
+
+
+def window_set(features: Sequence[ClipFeatures], frontend: FrontendSettings, window_s: float, hop_s: float, speech_only: bool) -> WindowSet:
+    """Cut windows from cached frames; with ``speech_only`` keep the speech windows (all if a clip has none)."""
+    wf, hf = frontend.window_frames(window_s), frontend.hop_frames(hop_s)
+    min_ratio = SpeechSettings().min_speech_ratio
+    xs, ys, idx, ratios, clips = [], [], [], [], []
+    for f in features:
+        w, r = clip_windows_from(f.mfcc, f.speech, wf, hf)
+        if speech_only:
+            keep = (r >= min_ratio) & (r > 0)
+            if keep.any():
+                w, r = w[keep], r[keep]
+        if not len(w):
+            continue
+        xs.append(w)
+        ratios.append(r)
+        ys.append(np.full(len(w), EMOTIONS.index(f.clip.label)))
+        idx.append(np.full(len(w), len(clips)))
+        clips.append(f.clip)
+    if not xs:
+        empty = np.zeros((0, wf, frontend.n_ceps), np.float32)
+        return WindowSet(empty, np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), [])
+    return WindowSet(np.concatenate(xs), np.concatenate(ys), np.concatenate(idx), np.concatenate(ratios), clips)
+
+
+def fit_normalization(kind: str, train_windows: np.ndarray) -> Normalization:
+    if kind == "global":
+        flat = train_windows.reshape(-1, train_windows.shape[-1])
+        return Normalization("global", tuple(float(v) for v in flat.mean(0)), tuple(float(v) for v in flat.std(0)))
+    return Normalization(kind)
+
+
+def sample_weights(ws: WindowSet, settings: TrainSettings) -> np.ndarray:
+    """Per-window weights: balanced labels and, optionally, balanced corpora; mean 1."""
+    weights = np.ones(len(ws.y), dtype=np.float64)
+    if settings.class_weights:
+        counts = np.bincount(ws.y, minlength=len(EMOTIONS)).astype(np.float64)
+        per_class = np.divide(counts.sum() / np.count_nonzero(counts), counts, out=np.zeros_like(counts), where=counts > 0)
+        weights *= per_class[ws.y]
+    if settings.corpus_balance > 0:
+        corpus = np.array([ws.clips[i].corpus for i in ws.clip])
+        names, inverse = np.unique(corpus, return_inverse=True)
+        totals = np.bincount(inverse, weights=weights)
+        target = totals.sum() / len(names)
+        weights *= (target / totals[inverse]) ** settings.corpus_balance
+    return (weights / weights.mean()).astype(np.float32)
+
+
+def evaluate_clips(predict, ws: WindowSet) -> tuple[np.ndarray, dict]:
+    """Clip probabilities (speech-window average, as the device) and per-corpus scores."""
+    probs = predict(ws.x) if len(ws.x) else np.zeros((0, len(EMOTIONS)))
+    per_clip = clip_probs(probs, ws.clip, ws.speech_ratio, len(ws.clips))
+    truth = [EMOTIONS.index(c.label) for c in ws.clips]
+    return per_clip, scores_by_corpus([c.corpus for c in ws.clips], truth, per_clip.argmax(axis=1))
+
+
+def _configure_tensorflow(seed: int, threads: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+class _MixupBatches:
+    """Shuffled batches, optionally mixed up; a keras PyDataset built lazily so keras is imported late."""
+
+    @staticmethod
+    def make(x, y_onehot, weights, batch_size: int, alpha: float, seed: int):
+        import keras
+
+        class Batches(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__()
+                self.rng = np.random.default_rng(seed)
+                self.order = self.rng.permutation(len(x))
+
+            def __len__(self):
+                return int(np.ceil(len(x) / batch_size))
+
+            def __getitem__(self, i):
+                pick = self.order[i * batch_size : (i + 1) * batch_size]
+                bx, by, bw = x[pick], y_onehot[pick], weights[pick]
+                if alpha > 0:
+                    lam = self.rng.beta(alpha, alpha, size=len(pick)).astype(np.float32)
+                    lam = np.maximum(lam, 1 - lam)  # the first window stays dominant, so its weight still fits
+                    partner = self.rng.permutation(len(pick))
+                    bx = lam[:, None, None] * bx + (1 - lam[:, None, None]) * bx[partner]
+                    by = lam[:, None] * by + (1 - lam[:, None]) * by[partner]
+                return bx, by, bw
+
+            def on_epoch_end(self):
+                self.order = self.rng.permutation(len(x))
+
+        return Batches()
+
+
+def train(
+    clips: Sequence[Clip],
+    settings: TrainSettings,
+    out_dir: str | Path,
+    cache_dir: str | Path = "cache",
+    split: Split | None = None,
+    workers: int = 2,
+    threads: int = 2,
+    progress: bool = True,
+) -> dict:
+    """Train, score the float model per clip on validation and test speakers, and write the run folder."""
+    import keras
+
+    from training.network import build_model
+    from training.plots import plot_confusion, plot_curves
+
+    started = time.monotonic()
+    split = split or Split()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frontend = settings.frontend
+    train_clips = split.select(clips, TRAIN)
+    held_out = [c for c in clips if split.role(c) != TRAIN]
+    if not train_clips:
+        raise ValueError("no training clips: every speaker is held out")
+    log.info("%d training clips, %d held out", len(train_clips), len(held_out))
+
+    variants = tuple(range(settings.augment_variants + 1))
+    train_features = extract(train_clips, frontend, cache_dir, variants, settings.augment, workers=workers, progress=progress)
+    eval_features = extract(held_out, frontend, cache_dir, (0,), workers=workers, progress=progress)
+    features_s = time.monotonic() - started
+
+    train_ws = window_set(train_features, frontend, settings.window_s, settings.train_hop_s, speech_only=True)
+    norm = fit_normalization(settings.normalization, train_ws.x)
+    val_ws = window_set([f for f in eval_features if split.role(f.clip) == VALIDATION], frontend, settings.window_s, settings.hop_s, False)
+    test_ws = window_set([f for f in eval_features if split.role(f.clip) == TEST], frontend, settings.window_s, settings.hop_s, False)
+    log.info("%d training windows; %d validation windows", len(train_ws.x), len(val_ws.x))
+
+    _configure_tensorflow(settings.seed, threads)
+    frames, coeffs = train_ws.x.shape[1:]
+    model = build_model(settings.arch, frames, coeffs, len(EMOTIONS), settings.width, settings.dropout)
+    if model.count_params() > MAX_PARAMS:
+        raise ValueError(f"the {settings.arch} network has {model.count_params()} parameters, more than the {MAX_PARAMS} allowed")
+    steps = int(np.ceil(len(train_ws.x) / settings.batch_size)) * settings.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=max(steps, 1))
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+        metrics=["accuracy"],
+    )
+    x = norm.apply(train_ws.x)
+    y = np.eye(len(EMOTIONS), dtype=np.float32)[train_ws.y]
+    batches = _MixupBatches.make(x, y, sample_weights(train_ws, settings), settings.batch_size, settings.mixup_alpha, settings.seed)
+    val_speech = (val_ws.speech_ratio >= SpeechSettings().min_speech_ratio) & (val_ws.speech_ratio > 0)
+    validation = (
+        (norm.apply(val_ws.x[val_speech]), np.eye(len(EMOTIONS), dtype=np.float32)[val_ws.y[val_speech]]) if val_speech.any() else None
+    )
+    fit_started = time.monotonic()
+    history = model.fit(batches, epochs=settings.epochs, validation_data=validation, verbose=2 if progress else 0)
+    fit_s = time.monotonic() - fit_started
+
+    def predict(windows: np.ndarray) -> np.ndarray:
+        return model.predict(norm.apply(windows), batch_size=256, verbose=0)
+
+    metrics = {}
+    confusion_sets = {}
+    for role, ws in ((VALIDATION, val_ws), (TEST, test_ws)):
+        if ws.clips:
+            _, metrics[role] = evaluate_clips(predict, ws)
+            confusion_sets[role] = metrics[role]
+    model.save(out_dir / "model.keras")
+    report = {
+        "settings": settings.to_dict(),
+        "normalization": dataclasses.asdict(norm),
+        "split": split.to_dict(),
+        "data": split.describe(clips),
+        "windows": {"train": len(train_ws.x), "validation": len(val_ws.x), "test": len(test_ws.x)},
+        "parameters": int(model.count_params()),
+        "float": metrics,
+        "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.history.items()},
+        "seconds": {"features": round(features_s, 1), "fit": round(fit_s, 1), "total": round(time.monotonic() - started, 1)},
+    }
+    (out_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if VALIDATION in metrics:
+        plot_confusion(metrics[VALIDATION], out_dir / "confusion.png", "float model, validation speakers")
+    plot_curves(report["history"], out_dir / "curves.png")
+    log.info("validation: %s", summary_line(metrics.get(VALIDATION, {})))
+    return report
+
+
+def summary_line(per_corpus: dict) -> str:
+    return "; ".join(f"{name} WA {s['wa']:.3f} UA {s['ua']:.3f} ({s['clips']} clips)" for name, s in per_corpus.items())
