@@ -460,3 +460,29 @@ def test_a_taken_port_gives_one_sentence(app):
             serve_in_thread(app, "127.0.0.1", first.port)
     finally:
         first.shutdown()
+
+
+def test_serve_command_serves_until_sigterm(tiny_model_path, clip):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    command = [sys.executable, "-m", "edge", "serve", "--model", str(tiny_model_path), "--port", "0"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for line in proc.stderr:  # logging lines first, then the address
+            found = re.search(r"serving the page on (http://\S+/)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "serve did not say where it listens"
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert page.status == 200 and b'id="upload-form"' in page.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
