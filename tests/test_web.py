@@ -337,6 +337,25 @@ def test_events_stream_through_the_test_client(tiny_model_path):
     r.close()
 
 
+def test_a_browser_that_fell_behind_is_told_and_gets_a_fresh_snapshot(tiny_model_path):
+    feed = LiveFeed(LiveSettings(subscriber_queue_events=2))
+    client = create_app(tiny_model_path, live=feed).test_client()
+    r = client.get("/api/events", buffered=False)
+    chunks = iter(r.response)
+    assert next(chunks).decode().startswith("event: snapshot\n")
+    for i in range(5):  # the browser reads none of these in time
+        feed.handle(window_event(i))
+    dropped = next(chunks).decode()
+    assert dropped.startswith("event: dropped\n") and json.loads(dropped.split("data: ", 1)[1])["dropped"] >= 3
+    snapshot = next(chunks).decode()
+    assert snapshot.startswith("event: snapshot\n")
+    assert [w["start_s"] for w in json.loads(snapshot.split("data: ", 1)[1])["windows"]] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    feed.handle(window_event(5))
+    assert '"start_s":2.5' in next(chunks).decode()  # and the stream goes on
+    feed.close()
+    r.close()
+
+
 # -- the token rule -------------------------------------------------------------------------------
 
 

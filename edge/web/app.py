@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from edge import __version__
 from edge.audio import AudioError, ClipTooLongError, decode_audio
 from edge.model import EMOTIONS, Model
-from edge.web.live import CLOSED, LiveFeed
+from edge.web.live import CLOSED, LiveFeed, clear_queue
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ def _stream(live: LiveFeed, sub):
         while True:
             if sub.needs_snapshot:
                 sub.needs_snapshot = False
+                clear_queue(sub.events)  # the snapshot covers them; the page skips the few repeated after it
                 yield _sse("dropped", {"dropped": sub.dropped})
                 yield _sse("snapshot", {**live.snapshot(), **live.health()})
             event = sub.get(SSE_KEEPALIVE_S)

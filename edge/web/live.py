@@ -100,7 +100,7 @@ class LiveFeed:
             self._closed = True
             subscribers, self._subscribers = self._subscribers, []
         for sub in subscribers:
-            _clear(sub.events)
+            clear_queue(sub.events)
             sub.events.put_nowait(CLOSED)
 
     @property
@@ -171,14 +171,15 @@ class LiveFeed:
             sub.events.put_nowait(event)
         except queue.Full:
             # A slow browser: drop its backlog (never wait) and resend the whole picture later.
-            lost = _clear(sub.events) + 1
+            lost = clear_queue(sub.events) + 1
             if sub.dropped == 0:
                 log.warning("live view: a browser is not keeping up; dropped %s queued events for it and will resend a snapshot", lost)
             sub.dropped += lost
             sub.needs_snapshot = True
 
 
-def _clear(q: queue.Queue) -> int:
+def clear_queue(q: queue.Queue) -> int:
+    """Empty a queue without blocking; returns how many items it held."""
     n = 0
     while True:
         try:

@@ -299,6 +299,8 @@
   }
 
   function addWindow(w) {
+    // A window already shown comes again when a snapshot overlaps the events queued behind it.
+    if (live.windows.some((x) => x.start_s === w.start_s && x.end_s === w.end_s)) return;
     if (live.windows.length && w.end_s < live.windows[live.windows.length - 1].end_s) live.windows = []; // a new stream
     live.windows.push(w);
     const horizon = w.end_s - live.historyS;
