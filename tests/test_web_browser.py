@@ -48,8 +48,8 @@ def model_path(request) -> Path:
 
 @pytest.fixture(scope="module")
 def clip(data_dir) -> Path:
-    """A real RAVDESS clip: actor 2, happy (emotion 03), strong intensity."""
-    return data_dir / "ravdess" / "Actor_02" / "03-01-03-02-01-01-02.flac"
+    """A real RAVDESS clip: actor 15, happy (emotion 03), strong intensity (a test speaker of the shipped model)."""
+    return data_dir / "ravdess" / "Actor_15" / "03-01-03-02-01-02-15.flac"
 
 
 @pytest.fixture(scope="module")
@@ -349,11 +349,12 @@ def test_live_view_of_the_real_service_fed_a_file(page, clip, model_path, tmp_pa
     from selenium.webdriver.common.by import By
 
     port = free_port()
-    command = [sys.executable, "-m", "edge", "run", "--source", str(clip), "--realtime", "--loop"]
+    data = clip.parents[2]  # run from the corpora folder so the page shows a short source name
+    command = [sys.executable, "-m", "edge", "run", "--source", str(clip.relative_to(data)), "--realtime", "--loop"]
     command += ["--model", str(model_path), "--http", f"127.0.0.1:{port}"]
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
-        service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+        service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, cwd=data)
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_for(page, lambda d: _answers(url) or service.poll() is not None, "the service's web page")
@@ -368,8 +369,9 @@ def test_live_view_of_the_real_service_fed_a_file(page, clip, model_path, tmp_pa
         assert "http: ok, 1 viewer(s)" in health.text
         state = page.find_element(By.ID, "live-state").get_attribute("data-state")
         assert state in (*EMOTIONS, "silence")
-        # An upload while the service runs: the README's screenshot shows both halves of the page.
-        page.find_element(By.ID, "file").send_keys(str(clip))
+        # An upload while the service runs (the other test speaker, angry): the README's screenshot shows both halves.
+        other = data / "ravdess" / "Actor_16" / "03-01-05-02-01-01-16.flac"
+        page.find_element(By.ID, "file").send_keys(str(other))
         page.find_element(By.ID, "upload").click()
         wait_for(page, lambda d: d.find_element(By.ID, "top-label").text, "the upload's result")
         wait_for(page, lambda d: int(timeline.get_attribute("data-count")) >= 8, "a few more windows")
