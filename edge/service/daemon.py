@@ -22,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -212,8 +213,9 @@ class Daemon:
         self.outputs = outputs
         self.reload_settings = reload
         self.notifier = notifier or Notifier()
-        # Alert ids stay unique across restarts: the start time in hex, then a counter.
-        self.policy = Policy(settings.policy, id_prefix=f"{int(time.time()):x}-")
+        # Alert ids stay unique across restarts (queued alerts outlive the process): a random
+        # run id, then a counter. Start times alone collide for two starts in the same second.
+        self.policy = Policy(settings.policy, id_prefix=f"{uuid.uuid4().hex[:8]}-")
         self.stop = StopFlag()
         self._stop_signal: str | None = None
         self._reload_requested = False
