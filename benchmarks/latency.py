@@ -67,6 +67,7 @@ TF_INTERPRETER = ("tensorflow", "tensorflow.lite.python.interpreter", "Interpret
 TF_PATCH = "import edge.runtime as r; r.RUNTIMES = tuple(x for x in r.RUNTIMES if x[0] != 'tensorflow') + (" + repr(TF_INTERPRETER) + ",)"
 WARMUP_HOPS = 5  # the first hops (interpreter warm-up, first allocations) are not counted
 TIMEOUT_S = 900
+STAGGER_S = 8.0  # between the starts of paced `run` processes measured at the same time (TensorFlow's start-up takes ~4 s)
 
 HELP = """\
 Measures what the device path costs on this machine, as tables in markdown:
@@ -114,13 +115,12 @@ def stream_worker(spec: dict) -> dict:
     from edge.classifier import StreamingClassifier
     from edge.frontend import StreamingFrontend
     from edge.model import Model
-    from edge.resample import Resampler, resample
+    from edge.resample import Resampler
     from edge.service.policy import Policy
     from edge.speech import SpeechDetector
 
     rate = int(spec["input_rate"])
-    audio16k = np.load(spec["audio"])
-    audio = audio16k if rate == 16000 else resample(audio16k, 16000, rate).astype(np.float32)
+    audio = np.load(spec["audio"])  # already at the input rate
 
     spent = dict.fromkeys(STAGES, 0)
     clock = time.perf_counter_ns
@@ -139,7 +139,7 @@ def stream_worker(spec: dict) -> dict:
 
     if spec["runtime"] == "tensorflow":
         exec(TF_PATCH)
-    # Wrapped on the classes, in this process only, after the input audio was prepared.
+    # Wrapped on the classes, in this process only.
     timed(Resampler, "process", "resample")
     timed(StreamingFrontend, "process", "frontend")
     timed(SpeechDetector, "process", "speech")
@@ -350,7 +350,7 @@ def measure_process(combo: Combo, audio_file: Path, realtime: bool) -> dict:
     else:
         cmd = [combo.python, "-m", "edge", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    stderr_path = CACHE / "run_stderr.txt"
+    stderr_path = CACHE / f"run_stderr_{combo.model}_{combo.runtime}_{combo.threads}_{'paced' if realtime else 'fast'}.txt"
     t0 = time.monotonic()
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
@@ -397,6 +397,29 @@ def measure_process(combo: Combo, audio_file: Path, realtime: bool) -> dict:
         "windows": windows,
         "runtime_line": runtime_seen,
     }
+
+
+def measure_processes(combos: list[Combo], audio_file: Path, jobs: int) -> list[tuple[Combo, dict, dict]]:
+    """The paced and the as-fast-as-possible run of every combination, ``jobs`` paced runs at a time.
+
+    With more than one job, paced runs start STAGGER_S apart, so that no two start-ups (the
+    only busy part of a paced run) overlap, and each fast run happens alone afterwards.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def paced(combo: Combo, delay_s: float) -> dict:
+        time.sleep(delay_s)
+        log.info("`run` process, paced: %s", combo.name)
+        return measure_process(combo, audio_file, realtime=True)
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        futures = [pool.submit(paced, c, (i % max(1, jobs)) * STAGGER_S if jobs > 1 else 0.0) for i, c in enumerate(combos)]
+        paced_results = [f.result() for f in futures]
+    out = []
+    for combo, p in zip(combos, paced_results, strict=True):
+        log.info("`run` process, as fast as possible: %s", combo.name)
+        out.append((combo, p, measure_process(combo, audio_file, realtime=False)))
+    return out
 
 
 def process_table(results: list[tuple[Combo, dict, dict]]) -> str:
@@ -503,6 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="which combinations get the `run` process test (default: all)",
     )
+    p.add_argument(
+        "--process-jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="paced `run` processes measured at the same time, started 8 s apart (default: 1; each uses a few %% of a core)",
+    )
     p.add_argument("--quick", action="store_true", help="a check in well under a minute: int8, LiteRT, 1 thread, 100 windows, a 5 s file")
     p.add_argument("--markdown", metavar="PATH", help="also write the tables to this file")
     p.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
@@ -526,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
+    from edge.resample import resample
+
     env = environment()
     int8 = resolve_model(args.model)
     contract = read_contract(int8)
@@ -538,9 +570,10 @@ def run(args) -> int:
     seconds = max(seconds, args.process_seconds)
     audio, clips = speech_stream(args.data, seconds)
     CACHE.mkdir(parents=True, exist_ok=True)
-    audio_path = CACHE / "latency_speech16k.npy"
-    np.save(audio_path, audio)
-    log.info("%.0f s of real speech from %d clips", audio.size / 16000, clips)
+    log.info("%.0f s of real speech from %d clips; resampling it to %d Hz", audio.size / 16000, clips, args.input_rate)
+    audio_in = audio if args.input_rate == 16000 else resample(audio, 16000, args.input_rate).astype(np.float32)
+    audio_path = CACHE / f"latency_speech_{args.input_rate}hz.npy"
+    np.save(audio_path, audio_in)
 
     results = []
     for combo in combos:
@@ -560,18 +593,11 @@ def run(args) -> int:
     if args.process_combos != "none":
         import soundfile as sf
 
-        from edge.resample import resample
-
-        clip = audio[: int(args.process_seconds * 16000)]
-        clip = clip if args.input_rate == 16000 else resample(clip, 16000, args.input_rate).astype(np.float32)
+        clip = audio_in[: int(args.process_seconds * args.input_rate)]
         audio_file = CACHE / f"latency_{args.process_seconds:.0f}s_{args.input_rate}hz.wav"
         sf.write(audio_file, clip, args.input_rate, subtype="PCM_16")
         chosen = combos[:1] if args.process_combos == "first" else combos
-        for combo in chosen:
-            log.info("`run` process, paced: %s", combo.name)
-            paced = measure_process(combo, audio_file, realtime=True)
-            fast = measure_process(combo, audio_file, realtime=False)
-            process_results.append((combo, paced, fast))
+        process_results = measure_processes(chosen, audio_file, args.process_jobs)
 
     text = report(args, env, contract, int8, results, process_results, notes, audio.size / 16000, clips)
     print(text)
@@ -616,7 +642,12 @@ def report(args, env, contract, int8: Path, results, process_results, notes, aud
             "",
             f"Command: `{process_results[0][1].get('command', 'python -m edge run ...')}`; CPU share = (utime + stime) / wall time of "
             "the process (wait4), peak RSS = VmHWM of the process polled every 20 ms; first result = from starting the process to its first "
-            "window line on stdout. The last column runs the same file without --realtime.",
+            "window line on stdout. The last column runs the same file without --realtime. "
+            + (
+                f"{args.process_jobs} paced runs were measured at a time, started {STAGGER_S:.0f} s apart; fast runs one at a time."
+                if args.process_jobs > 1
+                else "One process at a time."
+            ),
             "",
             process_table(process_results),
         ]
