@@ -64,22 +64,21 @@ def snr_name(snr: float | None) -> str:
 def validation_speakers(contract) -> tuple[list[str], str]:
     """The validation speakers recorded in the contract's training_data, and where they were found."""
     td = contract.training_data or {}
-    candidates = [
-        ("training_data.split.validation", (td.get("split") or {}).get("validation") if isinstance(td.get("split"), dict) else None),
-        (
-            "training_data.validation.speakers",
-            (td.get("validation") or {}).get("speakers") if isinstance(td.get("validation"), dict) else None,
-        ),
-        ("training_data.validation", td.get("validation") if isinstance(td.get("validation"), list) else None),
+
+    def speakers_in(value):
+        if isinstance(value, dict):
+            value = value.get("speakers")
+        return [str(s) for s in value] if isinstance(value, list) and value else None
+
+    split = td.get("split") if isinstance(td.get("split"), dict) else {}
+    for where, value in (
+        ("training_data.split.validation", split.get("validation")),
+        ("training_data.validation", td.get("validation")),
         ("training_data.validation_speakers", td.get("validation_speakers")),
-        (
-            "training_data.held_out.validation",
-            (td.get("held_out") or {}).get("validation") if isinstance(td.get("held_out"), dict) else None,
-        ),
-    ]
-    for where, speakers in candidates:
+    ):
+        speakers = speakers_in(value)
         if speakers:
-            return [str(s) for s in speakers], where
+            return speakers, where
     from training.split import Split
 
     return list(Split().validation), "training.split.Split() defaults (the contract names none)"
