@@ -191,13 +191,17 @@ def plot(results: dict, snrs, path: Path, title: str) -> None:
 
     order = sorted(snrs, key=lambda s: float("inf") if s is None else s)  # 0 dB ... clean, left to right
     x = np.arange(len(order))
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     styles = {"float Keras": "-o", "float32 TFLite": "--s", "dynamic-range TFLite": "-.^", "full-int8 TFLite": "-D"}
     for variant in VARIANTS:
         ys = [100 * results[(variant, s)]["all"]["wa"] for s in order]
         ax.plot(x, ys, styles[variant], label=variant, linewidth=1.6, markersize=5, alpha=0.9)
     ua = [100 * results[("full-int8 TFLite", s)]["all"]["ua"] for s in order]
-    ax.plot(x, ua, ":", color="grey", label="full-int8 TFLite, UAR")
+    ax.plot(x, ua, ":", color="black", label="full-int8 TFLite, UAR")
+    corpora = [c for c in results[("full-int8 TFLite", order[0])] if c != "all"]
+    for corpus, colour in zip(corpora, ("#7b3294", "#008837", "#a6611a", "#5e3c99"), strict=False):
+        ys = [100 * results[("full-int8 TFLite", s)][corpus]["wa"] for s in order]
+        ax.plot(x, ys, "-", color=colour, linewidth=0.9, alpha=0.55, label=f"full-int8, {corpus} only")
     ax.axhline(100 / 8, color="black", linewidth=0.8, alpha=0.5)
     ax.annotate("chance, 8 labels", (x[-1], 100 / 8), textcoords="offset points", xytext=(0, 3), ha="right", fontsize=7, alpha=0.7)
     ax.set_xticks(x, [snr_name(s) for s in order])
@@ -206,7 +210,7 @@ def plot(results: dict, snrs, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -318,8 +322,8 @@ def run(args) -> int:
     snr_table = markdown_table(["model", *[snr_name(s) for s in SNRS_DB]], snr_rows)
 
     plot_path = Path(args.plot)
-    title = f"{int8.stem}: {len(clips)} validation clips ({', '.join(speakers)})"
-    plot(results, SNRS_DB, plot_path, title if len(title) < 110 else f"{int8.stem}: {len(clips)} validation clips")
+    title = f"{int8.stem}: accuracy in car noise, {len(clips)} clips of {len(speakers)} validation speakers"
+    plot(results, SNRS_DB, plot_path, title)
 
     int8_size, float_size = sizes["full-int8 TFLite"], sizes["float32 TFLite"]
     drop = 100 * (results[("float Keras", None)]["all"]["wa"] - results[("full-int8 TFLite", None)]["all"]["wa"])
