@@ -289,3 +289,15 @@ def test_devices_command_lists_inputs_and_says_so_when_there_are_none(capsys):
     assert len(out) == 2
     assert devices.main(args, pyaudio_module=fake_pyaudio([])) == 0
     assert "no audio input devices found" in capsys.readouterr().out
+
+
+def test_backoff_grows_to_its_ceiling_and_stays_there_through_a_long_outage():
+    """A broker or microphone gone for a night: thousands of failures, the wait stays max_s."""
+    from edge.service.backoff import Backoff
+
+    backoff = Backoff(BackoffSettings(initial_s=0.5, max_s=30.0, jitter=0.0))
+    assert [backoff.next_delay() for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    backoff.failures = 2000  # float 2.0**1024 overflows: the retry thread must not die of it
+    assert backoff.next_delay() == 30.0
+    backoff.reset()
+    assert backoff.next_delay() == 0.5

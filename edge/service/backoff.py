@@ -38,7 +38,10 @@ class Backoff:
     def next_delay(self) -> float:
         """Record a failure and return how long to wait before the next attempt."""
         s = self.settings
-        delay = min(s.max_s, s.initial_s * s.factor**self.failures)
+        try:
+            delay = min(s.max_s, s.initial_s * s.factor**self.failures)
+        except OverflowError:  # factor**failures passes the float range after ~1000 failures (8 h at 30 s)
+            delay = s.max_s
         self.failures += 1
         return max(0.0, delay * (1.0 + self._rng.uniform(-s.jitter, s.jitter)))
 
