@@ -23,11 +23,13 @@ import dataclasses
 import logging
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import (
     DEFAULT_DATA,
+    ROOT,
     SHIPPED_MODEL,
     BenchError,
     command_line,
@@ -161,7 +163,8 @@ def run(args) -> int:
     env = environment()
     model = args.model or (SHIPPED_MODEL if SHIPPED_MODEL.is_file() else None)
     base = read_contract(model if not str(model).endswith(".json") else model).frontend if model else FrontendSettings()
-    source = f"the frontend of `{model}`" if model else "FrontendSettings() defaults (no model found)"
+    shown = Path(model).resolve().relative_to(ROOT) if model and Path(model).resolve().is_relative_to(ROOT) else model
+    source = f"the frontend of `{shown}`" if model else "FrontendSettings() defaults (no model found)"
     settings = dataclasses.replace(base, log_floor=PSF_LOG_FLOOR)
     audio, clips = speech_stream(args.data, args.seconds)
     signal = audio[: int(args.seconds * settings.sample_rate_hz)].astype(np.float64)
