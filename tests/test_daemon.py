@@ -291,3 +291,80 @@ def test_http_serves_the_live_view_fed_by_the_daemon_and_stops_with_it(tiny_mode
     outputs_close()
     with pytest.raises(OSError):
         urllib.request.urlopen(url + "api/state", timeout=2)
+
+
+class _Window:
+    """What the policy reads of a WindowResult."""
+
+    def __init__(self, end_s, probs, speech=True):
+        self.end_s, self.probs, self.speech = end_s, probs, speech
+
+
+class ResumableSink(ListSink):
+    def __init__(self, name="new"):
+        super().__init__(name)
+        self.resumed = {}
+
+    def resume_alerts(self, alerts):
+        self.resumed.update(alerts)
+
+
+def _daemon_with_active_alerts(tiny_model_path, data_dir, emotions):
+    from edge.model import EMOTIONS
+
+    policy = PolicySettings(smoothing_windows=1, rules=tuple(AlertRule(e, threshold=0.3, hold_s=0.0, hysteresis=0.1) for e in emotions))
+    daemon, (old,) = make_daemon(tiny_model_path, data_dir / CLIP, policy=policy)
+    probs = np.zeros(len(EMOTIONS))
+    for e in emotions:
+        probs[EMOTIONS.index(e)] = 1.0 / len(emotions)
+    for event in daemon.policy.process(_Window(1.0, probs)):
+        daemon.dispatch(event)
+    assert set(daemon.policy.active_alerts) == set(emotions)
+    return daemon, old
+
+
+def test_reload_sends_ends_of_removed_rules_to_the_new_sinks_and_tells_them_the_alerts_still_on(tiny_model_path, data_dir, monkeypatch):
+    from edge.service import daemon as daemon_module
+
+    daemon, old = _daemon_with_active_alerts(tiny_model_path, data_dir, ("angry", "fearful"))
+    ids = dict(daemon.policy.active_alerts)
+    new = ResumableSink()
+    monkeypatch.setattr(daemon_module, "build_outputs", lambda settings, model=None, web=None: Outputs([new]))
+    kept = PolicySettings(smoothing_windows=1, rules=(AlertRule("fearful", threshold=0.3, hold_s=0.0, hysteresis=0.1),))
+    daemon.reload_settings = lambda: ServiceSettings(audio=daemon.settings.audio, policy=kept)
+    daemon.request_reload()
+    daemon._tick()
+    assert old.closed
+    # The end of the alert whose rule went reaches the sinks that are open (MQTT would otherwise queue it nowhere).
+    assert [(e["id"], e["reason"]) for e in new.of("alert_end")] == [(ids["angry"], "rule_removed")]
+    assert old.of("alert_end") == []
+    # The alert still on is not announced again, but the new sink learns of it (GPIO on, MQTT alert_active ON).
+    assert new.of("alert") == [] and new.resumed == {ids["fearful"]: "fearful"}
+
+
+def test_a_failed_reload_keeps_the_web_page_it_did_not_close(tiny_model_path, data_dir, monkeypatch):
+    from edge.service import daemon as daemon_module
+    from edge.service.daemon import StartError
+
+    class Web:
+        stopped = False
+
+        def shutdown(self):
+            self.stopped = True
+
+    feed, web = ListSink("http"), Web()
+    daemon, _ = make_daemon(tiny_model_path, data_dir / CLIP, sinks=[ListSink(), feed])
+    daemon.outputs.web = web
+
+    def broken(settings, model=None, web=None):
+        raise StartError("GPIO pin 17 cannot be used")
+
+    monkeypatch.setattr(daemon_module, "build_outputs", broken)
+    daemon.reload_settings = lambda: daemon.settings
+    daemon.request_reload()
+    daemon._tick()
+    assert not feed.closed and not web.stopped
+    # Still fed, and still stopped with the service: not a server left bound and unfed.
+    assert feed in daemon.outputs.sinks and daemon.outputs.web is web
+    daemon.outputs.close()
+    assert feed.closed and web.stopped

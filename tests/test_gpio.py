@@ -90,3 +90,13 @@ def test_the_mock_factory_setting_selects_gpiozero_mock_pins():
         sink.close()
     finally:
         gpiozero.Device.pin_factory = previous
+
+
+def test_a_sink_built_during_an_alert_is_told_and_turns_on(mock_pins):
+    """After a reload the daemon tells the new sink which alerts are still on; their ends then turn it off."""
+    sink = GpioSink(GpioSettings(enabled=True, pin="17"))
+    sink.resume_alerts({"r-1": "angry"})
+    assert mock_pins.pin(17).state is True
+    sink.handle(end("r-1"))
+    assert mock_pins.pin(17).state is False
+    sink.close()

@@ -471,3 +471,21 @@ def test_paho_is_needed_only_when_mqtt_is_on(monkeypatch):
     monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)  # as if it were not installed
     with pytest.raises(MqttConfigError, match="pip install"):
         MqttSink(MqttSettings(host="127.0.0.1", device_id="d"))
+
+
+def test_a_sink_built_during_an_alert_keeps_alert_active_on_without_a_second_alert(mosquitto_broker, sinks):
+    """After a reload the new sink is told the alerts still on: alert_active stays ON, nothing is queued or re-sent."""
+    b = mosquitto_broker
+    sub = Subscriber(b.host, b.port)
+    try:
+        sink = sinks(MqttSettings(host=b.host, port=b.port, device_id="dev", discovery=False))
+        sink.resume_alerts({"r-1": "angry"})  # as the daemon does right after building it, usually before it connects
+        assert wait_until(lambda: sink.status == "connected")
+        assert wait_until(lambda: sub.on("ser-edge/dev/alert_active"))
+        time.sleep(0.3)
+        assert [m.json() for m in sub.on("ser-edge/dev/alert_active")][-1] == {"state": "ON", "alerts": {"r-1": "angry"}}
+        assert sink.queue_length == 0 and not sub.on("ser-edge/dev/alert")
+        sink.handle({"type": "alert_end", "time_s": 3.0, "id": "r-1", "emotion": "angry", "ended_s": 3.0, "duration_s": 2.0})
+        assert wait_until(lambda: sub.on("ser-edge/dev/alert_active")[-1].json()["state"] == "OFF")
+    finally:
+        sub.close()

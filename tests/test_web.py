@@ -297,6 +297,15 @@ def test_live_windows_are_bounded_whatever_their_times():
     assert len(windows) == 50 and windows[-1]["start_s"] == 499 * 0.5
 
 
+def test_a_feed_built_during_an_alert_shows_it_once():
+    """After a reload (a new [http]) the daemon tells the new feed which alerts are still on."""
+    feed = LiveFeed()
+    feed.handle({"type": "alert", "id": "r-1", "emotion": "angry", "score": 0.8})
+    feed.resume_alerts({"r-1": "angry", "r-2": "sad"})
+    assert [(a["id"], a["emotion"]) for a in feed.snapshot()["alerts"]] == [("r-1", "angry"), ("r-2", "sad")]
+    assert feed.snapshot()["alerts"][0]["score"] == 0.8  # a known alert keeps what it was announced with
+
+
 def test_a_slow_browser_loses_its_backlog_but_never_blocks_the_daemon():
     feed = LiveFeed(LiveSettings(subscriber_queue_events=4))
     slow, fast = feed.subscribe(), feed.subscribe()

@@ -353,18 +353,20 @@ class Daemon:
         try:
             outputs = build_outputs(new, self.classifier.model, web)
         except (StartError, OSError, ValueError) as exc:
-            log.error("reload failed (%s); only stdout is on until the configuration is fixed and reloaded", exc)
-            outputs = Outputs([StdoutSink(self.settings.output)])
+            log.error("reload failed (%s); only stdout (and the kept web page) is on until the configuration is fixed and reloaded", exc)
+            # The kept web server is still bound: keep it in the outputs, or it would outlive them unfed and hold its port.
+            outputs = Outputs([StdoutSink(self.settings.output), *([web[0]] if web else [])], web=web[1] if web else None)
             new = self.settings
+        self.outputs = outputs  # before the policy's events: the old sinks are closed
+        self.settings = new
         for event in self.policy.reconfigure(new.policy):
             self.dispatch(event)
-        self.outputs = outputs
-        self.settings = new
-        # A new GPIO sink starts dark: tell it which alerts are still on.
-        for emotion, alert_id in self.policy.active_alerts.items():
-            for sink in outputs.sinks:
-                if isinstance(sink, GpioSink):
-                    sink.handle({"type": "alert", "id": alert_id, "emotion": emotion})
+        # New sinks start knowing no alert (a dark GPIO pin, MQTT alert_active OFF): tell them which are still on.
+        active = {alert_id: emotion for emotion, alert_id in self.policy.active_alerts.items()}
+        for sink in outputs.sinks:
+            resume = getattr(sink, "resume_alerts", None)
+            if active and resume is not None:
+                resume(active)
         self.notifier.send("READY=1")
         log.info("configuration reloaded: %d alert rule(s); sinks: %s", len(new.policy.rules), ", ".join(s.name for s in outputs.sinks))
 

@@ -24,3 +24,7 @@ class Sink(Protocol):
     def handle(self, event: dict) -> None: ...
 
     def close(self) -> None: ...
+
+
+# A sink may also have ``resume_alerts(alerts: dict[str, str])``: after a reload the daemon tells
+# a newly built sink which alerts ({id: emotion}) are still active, without announcing them again.

@@ -75,6 +75,11 @@ class GpioSink:
             self.status = f"error: {exc}"
             log.warning("GPIO pin %s could not be switched (%s)", self.settings.pin, exc)
 
+    def resume_alerts(self, alerts: dict[str, str]) -> None:
+        """Alerts already active when this sink was built (after a reload), as {id: emotion}: the pin goes on."""
+        for alert_id, emotion in alerts.items():
+            self.handle({"type": "alert", "id": alert_id, "emotion": emotion})
+
     def close(self) -> None:
         self._active.clear()
         try:

@@ -315,6 +315,16 @@ class MqttSink:
         elif kind == "window" and self.settings.publish_windows:
             self._publish_if_connected(self.settings.topic("window"), event)
 
+    def resume_alerts(self, alerts: dict[str, str]) -> None:
+        """Alerts already active when this sink was built (after a reload), as {id: emotion}.
+
+        They were announced by the sink before this one, so they only join alert_active: not queued, not published again.
+        """
+        with self._lock:
+            self._active.update(alerts)
+            if self._connected and not self._closed:
+                self._publish_alert_active()
+
     def close(self) -> None:
         """Publish "offline", wait briefly for acknowledgements, save the queue and disconnect."""
         if self._closed:

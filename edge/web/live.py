@@ -94,6 +94,14 @@ class LiveFeed:
         for sub in subscribers:
             self._offer(sub, event)
 
+    def resume_alerts(self, alerts: dict[str, str]) -> None:
+        """Alerts already active when this feed was built (after a reload), as {id: emotion}."""
+        for alert_id, emotion in alerts.items():
+            with self._lock:
+                known = alert_id in self._alerts
+            if not known:
+                self.handle({"type": "alert", "id": alert_id, "emotion": emotion})
+
     def close(self) -> None:
         """Tell every listening browser the stream has ended."""
         with self._lock:
