@@ -368,3 +368,33 @@ def test_a_failed_reload_keeps_the_web_page_it_did_not_close(tiny_model_path, da
     assert feed in daemon.outputs.sinks and daemon.outputs.web is web
     daemon.outputs.close()
     assert feed.closed and web.stopped
+
+
+def test_a_source_that_comes_back_at_another_rate_starts_a_new_stream_on_the_same_clock(tiny_model_path, data_dir):
+    """A microphone unplugged and reopened (or another default device) may run at another rate."""
+    first, first_rate = read_audio(data_dir / CLIP)  # 16 kHz
+    second, second_rate = read_audio(data_dir / TESS)  # 24,414 Hz
+
+    class TwoDevices:
+        name = "mic:default"
+
+        def chunks(self, stop):
+            for audio, rate in ((first, first_rate), (second, second_rate)):
+                step = rate // 10
+                for i in range(0, audio.size, step):
+                    yield audio[i : i + step], rate
+
+        def close(self):
+            pass
+
+    sink = ListSink()
+    settings = ServiceSettings(policy=EASY)
+    daemon = Daemon(settings, StreamingClassifier(Model(tiny_model_path)), TwoDevices(), Outputs([sink]), notifier=Notifier({}))
+    assert daemon.run() == 0  # not a ValueError out of the classifier
+    ends = [w["end_s"] for w in sink.of("window")]
+    assert ends == sorted(ends) and len(set(ends)) == len(ends)  # time never goes back
+    expected_second = StreamingClassifier(Model(tiny_model_path)).classify_clip(second, second_rate).windows
+    offset = first.size / first_rate
+    tail = ends[-len(expected_second) :]
+    np.testing.assert_allclose(tail, [round(r.end_s + offset, 3) for r in expected_second], atol=2e-3)
+    assert daemon.seconds_seen == pytest.approx(offset + second.size / second_rate, abs=0.01)

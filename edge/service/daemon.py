@@ -16,6 +16,7 @@ loop runs in the main thread:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -224,6 +225,7 @@ class Daemon:
         self._next_health = self._started + settings.health_interval_s
         self.windows = 0
         self.events_sent = 0
+        self._offset_s = 0.0  # audio of earlier streams (a microphone reopened at another rate), so time_s never goes back
         self._overflows_logged = 0
 
     # -- signals -------------------------------------------------------------------------------
@@ -260,6 +262,8 @@ class Daemon:
                 self._tick()
                 if chunk.size == 0:
                     continue
+                if self.classifier.sample_rate_hz not in (None, rate):
+                    self._new_stream(rate)
                 if self.outputs.recorder is not None:
                     self.outputs.recorder.feed(chunk, rate)
                 for result in self.classifier.process(chunk, rate):
@@ -268,7 +272,7 @@ class Daemon:
                 reason = "end_of_stream"
                 for result in self.classifier.flush():
                     self._on_window(result)
-                log.info("%s ended after %.1f s of audio", self.source.name, self.classifier.seconds_seen)
+                log.info("%s ended after %.1f s of audio", self.source.name, self.seconds_seen)
         finally:
             if self._stop_signal:
                 log.info("%s received: stopping", self._stop_signal)
@@ -286,7 +290,22 @@ class Daemon:
             self._next_health = now + self.settings.health_interval_s
             self.dispatch(self.health(now))
 
+    @property
+    def seconds_seen(self) -> float:
+        """Audio processed since the start, over every stream of the source."""
+        return self._offset_s + self.classifier.seconds_seen
+
+    def _new_stream(self, rate: int) -> None:
+        """The source came back at another rate (another microphone): the classifier starts over, the clock goes on."""
+        log.warning("%s now delivers %d Hz instead of %d Hz: starting a new stream", self.source.name, rate, self.classifier.sample_rate_hz)
+        for result in self.classifier.flush():
+            self._on_window(result)
+        self._offset_s = self.seconds_seen
+        self.classifier.reset()
+
     def _on_window(self, result) -> None:
+        if self._offset_s:
+            result = dataclasses.replace(result, start_s=result.start_s + self._offset_s, end_s=result.end_s + self._offset_s)
         self.windows += 1
         self.dispatch(
             {"type": "window", "time_s": round(result.end_s, 3), **result.to_dict(), "speech_ratio": round(result.speech_ratio, 3)}
@@ -314,7 +333,7 @@ class Daemon:
         queues = [q for q in (getattr(s, "queue_length", None) for s in self.outputs.sinks) if q is not None]
         event = {
             "type": "health",
-            "time_s": round(self.classifier.seconds_seen, 3),
+            "time_s": round(self.seconds_seen, 3),
             "source": self.source.name,
             "sinks": {s.name: str(getattr(s, "status", "ok")) for s in self.outputs.sinks},
             "queue_length": sum(queues) if queues else 0,
@@ -376,7 +395,7 @@ class Daemon:
         with contextlib.suppress(Exception):
             self.source.close()
         self.outputs.close()
-        log.info("stopped after %.1f s of audio, %d windows", self.classifier.seconds_seen, self.windows)
+        log.info("stopped after %.1f s of audio, %d windows", self.seconds_seen, self.windows)
 
 
 def build(settings: ServiceSettings, reload: Callable[[], ServiceSettings] | None = None) -> Daemon:
