@@ -73,6 +73,10 @@ class TrainSettings:
     """0 = every window counts the same; 1 = every corpus counts the same in total."""
     mixup_alpha: float = 0.0
     """Beta(alpha, alpha) mixup of window pairs and their labels; 0 disables it."""
+    time_mask_frames: int = 0
+    """SpecAugment: blank (to the mean) one random span of up to this many frames per training window."""
+    coeff_mask: int = 0
+    """SpecAugment: blank one random band of up to this many coefficients per training window."""
     seed: int = 42
     """Seed for the network's initialisation and the order of windows."""
 
@@ -203,7 +207,7 @@ class _MixupBatches:
     """Shuffled batches, optionally mixed up; a keras PyDataset built lazily so keras is imported late."""
 
     @staticmethod
-    def make(x, y_onehot, weights, batch_size: int, alpha: float, seed: int):
+    def make(x, y_onehot, weights, batch_size: int, alpha: float, seed: int, time_mask: int = 0, coeff_mask: int = 0):
         import keras
 
         class Batches(keras.utils.PyDataset):
@@ -218,6 +222,17 @@ class _MixupBatches:
             def __getitem__(self, i):
                 pick = self.order[i * batch_size : (i + 1) * batch_size]
                 bx, by, bw = x[pick], y_onehot[pick], weights[pick]
+                if time_mask or coeff_mask:
+                    bx = bx.copy()
+                    for j in range(len(bx)):
+                        if time_mask:
+                            width = self.rng.integers(0, time_mask + 1)
+                            start = self.rng.integers(0, bx.shape[1] - width + 1)
+                            bx[j, start : start + width, :] = 0.0  # 0 is the mean after normalisation
+                        if coeff_mask:
+                            width = self.rng.integers(0, coeff_mask + 1)
+                            start = self.rng.integers(0, bx.shape[2] - width + 1)
+                            bx[j, :, start : start + width] = 0.0
                 if alpha > 0:
                     lam = self.rng.beta(alpha, alpha, size=len(pick)).astype(np.float32)
                     lam = np.maximum(lam, 1 - lam)  # the first window stays dominant, so its weight still fits
@@ -284,7 +299,16 @@ def train(
     )
     x = norm.apply(train_ws.x)
     y = np.eye(len(EMOTIONS), dtype=np.float32)[train_ws.y]
-    batches = _MixupBatches.make(x, y, sample_weights(train_ws, settings), settings.batch_size, settings.mixup_alpha, settings.seed)
+    batches = _MixupBatches.make(
+        x,
+        y,
+        sample_weights(train_ws, settings),
+        settings.batch_size,
+        settings.mixup_alpha,
+        settings.seed,
+        settings.time_mask_frames,
+        settings.coeff_mask,
+    )
     val_speech = (val_ws.speech_ratio >= SpeechSettings().min_speech_ratio) & (val_ws.speech_ratio > 0)
     validation = (
         (norm.apply(val_ws.x[val_speech]), np.eye(len(EMOTIONS), dtype=np.float32)[val_ws.y[val_speech]]) if val_speech.any() else None

@@ -1,0 +1,167 @@
+"""Features, cache and augmentation on real clips; a train -> convert -> classify smoke run on a tiny subset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.classifier import StreamingClassifier, clip_windows
+from edge.frontend import Frontend, FrontendSettings
+from edge.model import EMOTIONS, Model
+from training.augment import Augmenter, AugmentSettings
+from training.corpora import load_data
+from training.features import clip_audio16k, clip_windows_from, extract, frames_of
+from training.metrics import scores
+from training.split import TRAIN, VALIDATION, Split
+from training.train import TrainSettings, sample_weights, window_set
+
+SMALL = FrontendSettings(n_mels=26, n_ceps=13)
+
+
+@pytest.fixture(scope="module")
+def clips(data_dir):
+    return load_data(data_dir)
+
+
+def test_cached_frames_give_exactly_the_devices_windows(clips):
+    from edge.speech import SpeechSettings
+
+    for clip in (clips[0], next(c for c in clips if c.corpus == "tess")):  # 16 kHz and 24.4 kHz files
+        audio = clip_audio16k(clip.path)
+        mfcc, speech = frames_of(audio, Frontend(SMALL), SpeechSettings())
+        expected_w, expected_r = clip_windows(audio, SMALL, 2.0, 0.5)
+        windows, ratios = clip_windows_from(mfcc, speech, SMALL.window_frames(2.0), SMALL.hop_frames(0.5))
+        np.testing.assert_array_equal(windows, expected_w)
+        np.testing.assert_array_equal(ratios, expected_r)
+
+
+def test_feature_cache_is_reused_and_keyed_by_settings(clips, tmp_path):
+    few = clips[:3]
+    first = extract(few, SMALL, tmp_path, workers=1, progress=False)
+    stored = sorted((tmp_path / "features").glob("*.npz"))
+    assert len(stored) == 3
+    mtimes = [p.stat().st_mtime_ns for p in stored]
+    again = extract(few, SMALL, tmp_path, workers=1, progress=False)
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "features").glob("*.npz"))] == mtimes  # read, not rewritten
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.mfcc, b.mfcc)
+    extract(few, FrontendSettings(n_mels=26, n_ceps=20), tmp_path, workers=1, progress=False)
+    assert len(list((tmp_path / "features").glob("*.npz"))) == 6  # other settings, other entries
+    (other,) = extract(few[:1], SMALL, tmp_path, (1,), AugmentSettings(), workers=1, progress=False)
+    assert other.mfcc.shape[1] == 13 and not np.array_equal(other.mfcc[:50], first[0].mfcc[:50])
+
+
+def test_augmentation_is_seeded_per_clip_and_variant(clips, tmp_path):
+    augmenter = Augmenter(AugmentSettings(), tmp_path / "noise")
+    audio = clip_audio16k(clips[0].path)
+    a = augmenter(audio, clips[0].path, 1)
+    np.testing.assert_array_equal(a, augmenter(audio, clips[0].path, 1))
+    assert not np.array_equal(a[: audio.size // 2], augmenter(audio, clips[0].path, 2)[: audio.size // 2])
+    assert np.max(np.abs(a)) <= 1.0
+    assert sorted(p.name for p in (tmp_path / "noise").glob("*.wav"))[0] == "car_00.wav"
+
+
+def test_in_car_noise_is_low_frequency(tmp_path):
+    import soundfile as sf
+
+    from training.augment import write_car_noise
+
+    noise, rate = sf.read(str(write_car_noise(tmp_path, count=1)[0]))
+    power = np.abs(np.fft.rfft(noise)) ** 2
+    freqs = np.fft.rfftfreq(noise.size, 1 / rate)
+    assert power[freqs < 500].sum() > 0.9 * power.sum()  # engine hum and road rumble live below 500 Hz
+
+
+def test_scores_weighted_and_unweighted():
+    truth = [0, 0, 0, 0, 1, 1]
+    predicted = [0, 0, 0, 0, 0, 1]
+    s = scores(truth, predicted)
+    assert s["wa"] == pytest.approx(5 / 6, abs=1e-4)
+    assert s["ua"] == pytest.approx((1.0 + 0.5) / 2)  # only labels present count
+    assert s["recall"] == {"neutral": 1.0, "calm": 0.5}
+
+
+def test_class_weights_balance_labels(clips):
+    features = extract([c for c in clips if c.speaker == "ravdess_01"], SMALL, "cache", workers=1, progress=False)
+    ws = window_set(features, SMALL, 2.0, 0.5, speech_only=True)
+    w = sample_weights(ws, TrainSettings())
+    per_label = [w[ws.y == k].sum() for k in np.unique(ws.y)]
+    assert np.allclose(per_label, per_label[0], rtol=1e-4)  # neutral has half the clips but the same total weight
+
+
+def test_split_is_speaker_independent(clips):
+    split = Split()
+    train_speakers = {c.speaker for c in split.select(clips, TRAIN)}
+    assert not train_speakers & set(split.validation) and not train_speakers & set(split.test)
+    described = split.describe(clips)
+    assert described[VALIDATION]["clips"] == {"ravdess": 240, "savee": 120, "tess": 1400}
+
+
+@pytest.mark.slow
+def test_smoke_train_convert_classify(clips, tmp_path):
+    from convert.package import ConversionError, Gates, convert_run
+    from training.train import train
+
+    rng = np.random.default_rng(0)
+    speakers = {"ravdess_01": 16, "ravdess_02": 16, "ravdess_17": 8}
+    subset = [c for s, n in speakers.items() for c in rng.permutation([c for c in clips if c.speaker == s])[:n].tolist()]
+    settings = TrainSettings(n_mels=26, n_ceps=13, window_s=1.0, hop_s=0.5, augment_variants=1, width=4, epochs=2, batch_size=16)
+    split = Split(validation=("ravdess_17",), test=())
+    report = train(subset, settings, tmp_path / "run", tmp_path / "cache", split, workers=1, threads=1, progress=False)
+    assert report["data"][TRAIN]["speakers"] == ["ravdess_01", "ravdess_02"]
+    assert set(report["float"][VALIDATION]) == {"ravdess", "all"}
+    assert (tmp_path / "run" / "confusion.png").stat().st_size > 1000
+
+    out = tmp_path / "models" / "smoke.tflite"
+    with pytest.raises(ConversionError, match="agree on only"):
+        convert_run(tmp_path / "run", subset, out, tmp_path / "cache", gates=Gates(min_agreement=1.01))
+    assert not out.exists()  # a refused model is never written
+    contract = convert_run(tmp_path / "run", subset, out, tmp_path / "cache", gates=Gates(min_agreement=0.0, max_accuracy_drop_points=100))
+    assert contract.input.dtype == "int8" and contract.output.dtype == "int8"
+    assert contract.training_data["split"][VALIDATION]["speakers"] == ["ravdess_17"]
+    card = (out.parent / "MODEL_CARD.md").read_text()
+    assert "ravdess_17" in card and "CC BY-NC-SA 4.0" in card
+
+    model = Model(out)
+    result = StreamingClassifier(model).classify_file(subset[-1].path)
+    assert result.probs.shape == (len(EMOTIONS),) and abs(result.probs.sum() - 1) < 0.05
+    stored = json.loads(out.with_suffix(".json").read_text())["metrics"]
+    assert stored["validation"]["int8"]["all"]["clips"] == 8
+
+
+def _shipped():
+    path = Path(__file__).resolve().parents[1] / "edge" / "models" / "ser_cnn_int8.tflite"
+    if not path.exists():
+        pytest.fail("the shipped model is missing: run `make model`")
+    return Model(path)
+
+
+def test_shipped_model_meets_its_budget():
+    model = _shipped()
+    assert model.path.stat().st_size <= 300 * 1024
+    m = model.contract.metrics
+    assert m["parameters"] <= 300_000
+    assert m["int8_float_agreement"]["validation"] >= 0.95
+    assert set(model.contract.training_data["split"][VALIDATION]["speakers"]).isdisjoint(
+        model.contract.training_data["split"][TRAIN]["speakers"]
+    )
+
+
+@pytest.mark.slow
+def test_shipped_model_reaches_its_stated_validation_figures(clips):
+    """Recompute int8 WA/UA per corpus on the validation speakers through the device's classifier."""
+    model = _shipped()
+    stated = model.contract.metrics["validation"]["int8"]
+    validation = set(model.contract.training_data["split"][VALIDATION]["speakers"])
+    classifier = StreamingClassifier(model)
+    chosen = [c for c in clips if c.speaker in validation]
+    predicted = [EMOTIONS.index(classifier.classify_file(c.path).label) for c in chosen]
+    truth = [EMOTIONS.index(c.label) for c in chosen]
+    for corpus in {c.corpus for c in chosen}:
+        mine = [i for i, c in enumerate(chosen) if c.corpus == corpus]
+        got = scores([truth[i] for i in mine], [predicted[i] for i in mine])
+        assert got["wa"] == pytest.approx(stated[corpus]["wa"], abs=0.005), corpus
+        assert got["ua"] == pytest.approx(stated[corpus]["ua"], abs=0.005), corpus
