@@ -301,3 +301,31 @@ def test_backoff_grows_to_its_ceiling_and_stays_there_through_a_long_outage():
     assert backoff.next_delay() == 30.0
     backoff.reset()
     assert backoff.next_delay() == 0.5
+
+
+def test_a_stop_does_not_wait_for_an_open_that_hangs_in_portaudio():
+    """systemd allows the whole service 2 s to stop; an open stuck in the driver must not hold the loop."""
+    import time
+
+    module = fake_pyaudio([("USB Mic", 16000, 1)])
+    release = threading.Event()
+    hanging_open = module.PyAudio.open
+
+    def open_(self, *args, **kwargs):
+        release.wait(10)
+        return hanging_open(self, *args, **kwargs)
+
+    module.PyAudio.open = open_
+    mic = MicSource("", pyaudio_module=module, backoff=FAST)
+    stop = threading.Event()
+    try:
+        started = None
+        for chunk, _ in mic.chunks(stop):
+            assert chunk.size == 0
+            if started is None:
+                stop.set()
+                started = time.monotonic()
+        assert time.monotonic() - started < 1.0
+    finally:
+        release.set()
+        mic.close()

@@ -337,15 +337,21 @@ class MicSource:
         """
         opened: list[InputDevice | None] = []
         what = f"opening microphone {self.wanted or 'default'}"
-        opener = threading.Thread(
-            target=lambda: opened.append(retry(self._open, what, stop, self._backoff, (OSError,))), name="mic-open", daemon=True
-        )
+
+        def open_until_stopped() -> None:
+            opened.append(retry(self._open, what, stop, self._backoff, (OSError,)))
+            if stop.is_set():  # opened after the loop gave up on it (below): nobody will read or close it
+                self._close_stream()
+
+        opener = threading.Thread(target=open_until_stopped, name="mic-open", daemon=True)
         opener.start()
         rate = self.device.default_rate_hz if self.device else 16000
         while True:
             opener.join(IDLE_POLL_S)
             if not opener.is_alive():
                 return opened[0] if opened else None
+            if stop.is_set():  # an attempt can block in PortAudio for seconds; a stop must not wait for it
+                return None
             yield np.zeros(0, np.int16), rate
 
     def _is_active(self) -> bool:
