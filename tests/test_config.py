@@ -160,3 +160,22 @@ def test_mqtt_flags_build_mqtt_settings():
     m = settings.mqtt
     assert (m.host, m.port, m.topic_prefix, m.device_id) == ("broker.local", 1884, "cars", "car1")
     assert load_settings(None, {}).mqtt is None
+
+
+def test_a_web_token_too_weak_to_guard_the_page_is_refused_without_showing_it(tmp_path):
+    """`run --http` reads its token as `serve --token-file` does: the first line, at least 16 characters."""
+    with pytest.raises(ConfigError, match=r"^http.token is not allowed: the \[http\] token has 6 characters; use at least 16") as info:
+        settings_from_dict({"http": {"enabled": True, "host": "0.0.0.0", "token": "hunter"}})
+    assert "hunter" not in str(info.value)  # the journal must not learn the token
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match=r'^http.token_file = ".*empty" is not allowed: the token file .* is empty'):
+        settings_from_dict({"http": {"enabled": True, "token_file": str(empty)}})
+    with pytest.raises(ConfigError, match=r'http.token_file = ".*missing" is not allowed: cannot read the token file'):
+        settings_from_dict({"http": {"enabled": True, "token_file": str(tmp_path / "missing")}})
+    good = tmp_path / "token"
+    good.write_text("  0123456789abcdef-token  \nsecond line\n")
+    good.chmod(0o600)
+    assert settings_from_dict({"http": {"enabled": True, "token_file": str(good)}}).http_token() == "0123456789abcdef-token"
+    assert settings_from_dict({"http": {"enabled": True, "token": " 0123456789abcdef "}}).http_token() == "0123456789abcdef"
+    assert settings_from_dict({"http": {"enabled": True}}).http_token() is None

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import stat
 import sys
 import threading
 
@@ -50,25 +48,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=main)
 
 
-def read_token(path: str) -> str:
-    """The token in a file (surrounding whitespace ignored); ValueError with one sentence if unusable."""
-    try:
-        info = os.stat(path)
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the token file {path} ({getattr(exc, 'strerror', None) or exc})") from None
-    if not token:
-        raise ValueError(f"the token file {path} is empty; put a long random string in it")
-    if len(token) < 16:
-        raise ValueError(f"the token in {path} has {len(token)} characters; use at least 16 (e.g. head -c 24 /dev/urandom | base64)")
-    if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
-        log.warning("the token file %s is readable by other users; chmod 600 it", path)
-    return token
-
-
 def main(args) -> int:
     from edge.model import ModelError
+    from edge.service.config import read_token
     from edge.web.app import create_app
     from edge.web.server import ServerError, serve_in_thread
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,11 +80,40 @@ class ServiceSettings:
     """Seconds between health events."""
 
     def http_token(self) -> str | None:
-        """The web token from [http] token_file (its first line) or token, or None for no token."""
+        """The web token from [http] token_file (its first line) or token, or None for no token.
+
+        ValueError with one sentence if the file cannot be read or the token is too short to guard a page.
+        """
         if self.http.token_file:
-            lines = Path(self.http.token_file).read_text().splitlines()
-            return lines[0].strip() if lines else ""
-        return self.http.token or None
+            return read_token(self.http.token_file)
+        if not self.http.token:
+            return None
+        return _strong_token(self.http.token.strip(), "the [http] token")
+
+
+MIN_TOKEN_CHARS = 16  # 16 characters of base64 are 96 bits: beyond guessing over a network
+
+
+def read_token(path: str) -> str:
+    """The web token in a file (its first line, surrounding whitespace ignored); ValueError with one sentence if unusable."""
+    try:
+        info = os.stat(path)
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().strip().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the token file {path} ({getattr(exc, 'strerror', None) or exc})") from None
+    if not lines:
+        raise ValueError(f"the token file {path} is empty; put a long random string in it")
+    token = _strong_token(lines[0].strip(), f"the token in {path}")
+    if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("the token file %s is readable by other users; chmod 600 it", path)
+    return token
+
+
+def _strong_token(token: str, what: str) -> str:
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"{what} has {len(token)} characters; use at least {MIN_TOKEN_CHARS} (e.g. head -c 24 /dev/urandom | base64)")
+    return token
 
 
 # Rules for the values a key may take: (test, what is allowed). Keys not listed need only the right type.
@@ -191,8 +222,12 @@ def settings_from_dict(data: dict) -> ServiceSettings:
         debug=_build("debug", data.get("debug", {}), RecordSettings),
         health_interval_s=service["health_interval_s"],
     )
-    if settings.http.enabled and settings.http.token_file and not Path(settings.http.token_file).is_file():
-        raise ConfigError(f"http.token_file = {_show(settings.http.token_file)} is not allowed: the file does not exist")
+    if settings.http.enabled:
+        try:
+            settings.http_token()
+        except ValueError as exc:  # never show the token itself: the message goes to the journal
+            key = f"http.token_file = {_show(settings.http.token_file)}" if settings.http.token_file else "http.token"
+            raise ConfigError(f"{key} is not allowed: {exc}") from None
     if settings.debug.record and not settings.debug.record_dir:
         raise ConfigError("debug.record = true is not allowed without a folder: set debug.record_dir (or pass --record-dir)")
     if settings.audio.kind == "file" and not Path(settings.audio.source).is_file():
