@@ -490,6 +490,20 @@ def test_a_taken_port_gives_one_sentence(app):
         first.shutdown()
 
 
+def test_the_server_stops_well_within_the_services_stop_budget(app):
+    """systemd gives the whole service 2 s; socketserver's default loop looks for a shutdown only every 0.5 s."""
+    import time
+
+    slowest = 0.0
+    for i in range(6):
+        server = serve_in_thread(app, "127.0.0.1", 0)
+        time.sleep(0.05 + 0.08 * i)  # land anywhere in the loop's poll
+        started = time.monotonic()
+        server.shutdown()
+        slowest = max(slowest, time.monotonic() - started)
+    assert slowest < 0.3
+
+
 def test_serve_command_serves_until_sigterm(tiny_model_path, clip):
     import signal
     import subprocess
