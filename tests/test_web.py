@@ -365,6 +365,28 @@ def test_a_browser_that_fell_behind_is_told_and_gets_a_fresh_snapshot(tiny_model
     r.close()
 
 
+def test_a_browser_behind_when_the_service_stops_is_told_it_stopped(tiny_model_path, monkeypatch):
+    """The catch-up after drops empties the queue, and with it the feed's closing word if it was there."""
+    from edge.web import app as app_module
+
+    monkeypatch.setattr(app_module, "SSE_KEEPALIVE_S", 0.05)
+    feed = LiveFeed(LiveSettings(subscriber_queue_events=2))
+    client = create_app(tiny_model_path, live=feed).test_client()
+    r = client.get("/api/events", buffered=False)
+    chunks = iter(r.response)
+    assert next(chunks).decode().startswith("event: snapshot\n")
+    for i in range(5):  # the browser falls behind...
+        feed.handle(window_event(i))
+    feed.close()  # ...and the service stops before it reads again
+    kinds = []
+    for chunk in chunks:
+        kinds.append(chunk.decode().split("\n", 1)[0])
+        if kinds[-1] == "event: closed" or len(kinds) == 5:
+            break
+    r.close()
+    assert kinds[-1] == "event: closed", kinds  # not keepalives forever on a stopped feed
+
+
 # -- the token rule -------------------------------------------------------------------------------
 
 

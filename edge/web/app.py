@@ -195,6 +195,9 @@ def _stream(live: LiveFeed, sub):
             if sub.needs_snapshot:
                 sub.needs_snapshot = False
                 clear_queue(sub.events)  # the snapshot covers them; the page skips the few repeated after it
+                if live.closed:  # the clearing may have taken the feed's CLOSED with it
+                    yield _sse("closed", {})
+                    return
                 yield _sse("dropped", {"dropped": sub.dropped})
                 yield _sse("snapshot", {**live.snapshot(), **live.health()})
             event = sub.get(SSE_KEEPALIVE_S)
