@@ -489,3 +489,23 @@ def test_a_sink_built_during_an_alert_keeps_alert_active_on_without_a_second_ale
         assert wait_until(lambda: sub.on("ser-edge/dev/alert_active")[-1].json()["state"] == "OFF")
     finally:
         sub.close()
+
+
+def test_an_alert_leaves_the_queue_only_when_acknowledged_even_after_mids_wrap(mosquitto_broker, sinks):
+    """paho numbers every publish, QoS 0 health included, with a 16-bit mid that wraps after 65,535."""
+    b = mosquitto_broker
+    sink = sinks(MqttSettings(host=b.host, port=b.port, device_id="dev", discovery=False))
+    assert wait_until(lambda: sink.status == "connected")
+    for i in range(5):
+        sink.handle({"type": "health", "time_s": float(i), "queue_length": 0})
+    assert wait_until(lambda: not sink._inflight)
+    health_mids = sorted(sink._client._last_mid - k for k in range(5))
+    sink._client._last_mid = health_mids[0] - 1  # as if 65,535 messages later: the alert gets a health message's mid
+    b._proc.send_signal(signal.SIGSTOP)  # the broker hears but cannot acknowledge
+    try:
+        sink.handle(alert(7))
+        time.sleep(0.3)
+        assert sink.queue_length == 1, "an alert the broker never acknowledged left the queue"
+    finally:
+        b._proc.send_signal(signal.SIGCONT)
+    assert wait_until(lambda: sink.queue_length == 0)

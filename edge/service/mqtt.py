@@ -363,11 +363,13 @@ class MqttSink:
                 self._publish(topic, _dumps(event), 0, retain=False)
 
     def _publish(self, topic: str, payload: str, qos: int, retain: bool, seq: int | None = None) -> None:
-        """Hand one message to paho (caller holds _lock); QoS > 0 messages are tracked until acknowledged."""
+        """Hand one message to paho (caller holds _lock); tracked until acknowledged (QoS 0: until sent).
+
+        QoS 0 is tracked too: paho reports it to on_publish as well, and an untracked mid would stay in
+        _acked_early until the 16-bit mids wrap, then pass a later alert with the same mid as acknowledged.
+        """
         client = self._client
         info = client.publish(topic, payload, qos=qos, retain=retain)
-        if qos == 0:
-            return
         with self._acks:
             if info.mid in self._acked_early:  # the ack overtook us
                 self._acked_early.discard(info.mid)
