@@ -109,11 +109,15 @@ def clip_windows(
     Pass a ``Frontend`` instead of its settings to reuse its precomputed matrices.
     """
     fe = frontend if isinstance(frontend, Frontend) else Frontend(frontend)
-    window_frames, hop_frames = fe.settings.window_frames(window_s), fe.settings.hop_frames(hop_s)
     mfcc, log_energy = fe.features(audio16k)
-    flags = SpeechDetector(fe.settings, speech).process(log_energy).astype(np.float32)
+    flags = SpeechDetector(fe.settings, speech).process(log_energy)
+    return frame_windows(mfcc, flags, fe.settings.window_frames(window_s), fe.settings.hop_frames(hop_s))
+
+
+def frame_windows(mfcc: np.ndarray, speech_flags: np.ndarray, window_frames: int, hop_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of a clip's frames and each window's share of speech frames (the second half of clip_windows)."""
     windows = make_windows(mfcc, window_frames, hop_frames)
-    ratios = make_windows(flags[:, None], window_frames, hop_frames)[:, :, 0].mean(axis=1)
+    ratios = make_windows(np.asarray(speech_flags, np.float32)[:, None], window_frames, hop_frames)[:, :, 0].mean(axis=1)
     return windows, ratios
 
 
