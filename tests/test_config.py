@@ -179,3 +179,20 @@ def test_a_web_token_too_weak_to_guard_the_page_is_refused_without_showing_it(tm
     assert settings_from_dict({"http": {"enabled": True, "token_file": str(good)}}).http_token() == "0123456789abcdef-token"
     assert settings_from_dict({"http": {"enabled": True, "token": " 0123456789abcdef "}}).http_token() == "0123456789abcdef"
     assert settings_from_dict({"http": {"enabled": True}}).http_token() is None
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[speech]\nthreshold_dbfs = 6.0", "speech.threshold_dbfs = 6.0 is not allowed: use a level of 0 dBFS (full scale) or below"),
+        ("[speech]\nthreshold_dbfs = nan", "speech.threshold_dbfs = nan is not allowed: use a finite number"),
+        ("[speech]\nmargin_db = inf", "speech.margin_db = inf is not allowed: use a finite number"),
+        ("[policy]\nrelease_s = inf", "policy.release_s = inf is not allowed: use a finite number"),
+        ("[policy.alerts.angry]\ncooldown_s = inf", "policy.alerts.angry.cooldown_s = inf is not allowed: use a finite number"),
+    ],
+)
+def test_levels_above_full_scale_and_infinite_or_nan_numbers_are_refused(toml, message):
+    """No window would ever be speech, or an alert would never end: silently, for the life of the service."""
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict(tomllib.loads(toml))
+    assert message in str(info.value)

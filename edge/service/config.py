@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -130,7 +131,12 @@ CHECKS: dict[str, dict[str, tuple]] = {
         "chunk_ms": (lambda v: 10 <= v <= 1000, "a chunk length from 10 to 1000 ms"),
     },
     "model": {"threads": (lambda v: 1 <= v <= 64, "a thread count from 1 to 64")},
-    "speech": {"min_speech_ratio": RATIO, "margin_db": NON_NEGATIVE, "floor_rise_db_per_s": NON_NEGATIVE},
+    "speech": {
+        "threshold_dbfs": (lambda v: v <= 0, "a level of 0 dBFS (full scale) or below"),
+        "min_speech_ratio": RATIO,
+        "margin_db": NON_NEGATIVE,
+        "floor_rise_db_per_s": NON_NEGATIVE,
+    },
     "policy": {
         "smoothing_windows": (lambda v: 1 <= v <= 1000, "a whole number of windows from 1 to 1000"),
         "silence_s": NON_NEGATIVE,
@@ -258,6 +264,8 @@ def _check_value(key: str, value, default, check: tuple | None):
         ok, allowed = isinstance(value, int) and not isinstance(value, bool), "a whole number"
     elif kind is float:
         ok, allowed = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        if ok and not math.isfinite(value):  # TOML has inf and nan: unchecked keys take nan, "0 or more" takes inf
+            ok, allowed = False, "a finite number"
     elif kind is str:
         ok, allowed = isinstance(value, str), "a string"
     else:
