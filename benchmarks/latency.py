@@ -303,6 +303,11 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _relative(text: str) -> str:
+    """Paths inside the repository as a user types them from its root."""
+    return text.replace(str(ROOT) + os.sep, "")
+
+
 class _PeakRss:
     """Polls VmHWM (the peak resident set) of a process every 20 ms until it exits.
 
@@ -385,9 +390,9 @@ def measure_process(combo: Combo, audio_file: Path, realtime: bool) -> dict:
     cpu = usage.ru_utime + usage.ru_stime
     steady = None if cpu_at_first is None else (cpu - cpu_at_first) / max(wall - first_s, 1e-9)
     return {
-        "command": " ".join(cmd[:1] + ["-m", "edge"] + args)
-        if not blocked
-        else f"{cmd[0]} -c '<hide {', '.join(blocked)}>' " + " ".join(args),
+        "command": _relative(
+            " ".join(cmd[:1] + ["-m", "edge"] + args) if not blocked else f"{cmd[0]} -c '<hide {', '.join(blocked)}>' " + " ".join(args)
+        ),
         "first_result_s": first_s,
         "first_window_end_s": first_end_s,
         "wall_s": wall,
@@ -474,7 +479,9 @@ def build_combos(args, int8: Path) -> tuple[list[Combo], list[str]]:
                 notes.append(f"tflite-runtime left out: {detail}")
                 continue
             pythons[runtime] = str(python)
-            notes.append(f"tflite-runtime {detail.split()[0]} ran in {python.parent.parent} with numpy {detail.split()[-1]}")
+            notes.append(
+                f"tflite-runtime {detail.split()[0]} ran in {_relative(str(python.parent.parent))} with numpy {detail.split()[-1]}"
+            )
         else:
             module = "ai_edge_litert" if runtime == "ai-edge-litert" else "tensorflow"
             import importlib.util
