@@ -102,6 +102,16 @@ def test_silence_neither_feeds_the_smoother_nor_breaks_a_short_pause():
     assert policy.smoothed[EMOTIONS.index("angry")] == pytest.approx(0.8)
 
 
+def test_one_angry_window_followed_by_silence_is_not_sustained_anger():
+    """The smoothed score stands still in silence; a hold that ran out there would alert on a single shout."""
+    policy = Policy(PolicySettings(rules=(AlertRule("angry", hold_s=3.0),)))  # 6 windows smoothed, but only one heard
+    events = policy.process_all(stream([(0.5, ANGRY), (8.0, None)]))
+    assert of_type(events, "alert") == []
+    # Anger that goes on after the pause still alerts, on its first speech window past the hold.
+    events = Policy(ONE_RULE).process_all(stream([(1.0, ANGRY), (4.0, None), (1.0, ANGRY)]))
+    assert [a["time_s"] for a in of_type(events, "alert")] == [5.5]
+
+
 def test_long_silence_resets_the_smoother_and_ends_the_alert():
     settings = PolicySettings(smoothing_windows=4, silence_s=3.0, reset_after_silence_s=10.0, rules=ONE_RULE.rules)
     policy = Policy(settings)

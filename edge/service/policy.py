@@ -13,6 +13,9 @@ For every classified window the policy
         │                            ▼                                         ▼ for release_s
         └──────── cooldown_s after the end ◀──────────────────────────────── ended (alert_end)
 
+The hold runs through short pauses, but an alert starts only on a speech window: the smoothed
+score does not change in silence, so one angry-sounding window followed by quiet is not "sustained".
+
 Time is the window's end in seconds of audio (``WindowResult.end_s``), so a test can drive
 the policy with a plain list of probabilities and a recorded stream replays identically.
 """
@@ -173,7 +176,7 @@ class Policy:
 
         for track in self._tracks.values():
             score = 0.0 if smoothed is None else float(smoothed[EMOTIONS.index(track.rule.emotion)])
-            events.extend(self._step(track, score, t))
+            events.extend(self._step(track, score, t, bool(result.speech)))
         return events
 
     def process_all(self, results: Iterable) -> list[dict]:
@@ -203,7 +206,7 @@ class Policy:
     def _silent_for(self, t: float) -> float:
         return float("inf") if self._last_speech_s is None else t - self._last_speech_s
 
-    def _step(self, track: _Track, score: float, t: float) -> list[dict]:
+    def _step(self, track: _Track, score: float, t: float, speech: bool) -> list[dict]:
         rule = track.rule
         if track.alert_id is not None:
             track.peak = max(track.peak, score)
@@ -220,7 +223,7 @@ class Policy:
             return []
         if track.above_since_s is None:
             track.above_since_s = t
-        if t - track.above_since_s < rule.hold_s:
+        if t - track.above_since_s < rule.hold_s or not speech:
             return []
         self._count += 1
         track.alert_id = f"{self.id_prefix}{self._count}"
