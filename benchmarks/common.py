@@ -81,7 +81,7 @@ def environment() -> dict:
         "ai-edge-litert": version_of("ai-edge-litert"),
         "tensorflow": version_of("tensorflow-cpu") if version_of("tensorflow-cpu") != "not installed" else version_of("tensorflow"),
         "load_avg": " / ".join(f"{x:.2f}" for x in load),
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "unset"),
+        **{name: os.environ.get(name, "unset") for name in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
     }
 
 
