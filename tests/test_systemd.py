@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,26 @@ def test_scripts_refuse_unknown_options():
     for script in ("install.sh", "uninstall.sh"):
         proc = subprocess.run(["sh", str(ROOT / "systemd" / script), "--bogus"], capture_output=True, text=True)
         assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr
+
+
+def test_the_units_memory_policy_lets_the_web_page_decode_an_upload(tmp_path):
+    """MemoryDenyWriteExecute (PR_SET_MDWE since Linux 6.3) refuses the cffi callbacks soundfile decodes uploads with."""
+    mdwe = unit_settings().get("MemoryDenyWriteExecute", ["no"])[-1] == "yes"
+    script = textwrap.dedent(
+        f"""
+        import ctypes, io, sys, wave
+        from edge.audio import decode_audio
+        buf = io.BytesIO()  # written without soundfile: its first callback must come after the policy
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes((4096).to_bytes(2, "little") * 16000)
+        buf.seek(0)
+        if {mdwe}:  # as systemd applies MemoryDenyWriteExecute=yes
+            if ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+                sys.exit(3)
+        decode_audio(buf, "upload.wav")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    if proc.returncode == 3:
+        pytest.skip("this kernel has no PR_SET_MDWE to stand in for MemoryDenyWriteExecute")
+    assert proc.returncode == 0, proc.stderr[-2000:]
