@@ -61,10 +61,19 @@ RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 # Modules hidden from a `run` process so that edge.runtime falls through to the runtime wanted.
 BLOCKED = {"ai-edge-litert": (), "tflite-runtime": ("ai_edge_litert",), "tensorflow": ("ai_edge_litert", "tflite_runtime")}
 # edge.runtime looks for tensorflow.lite.Interpreter by importing the module "tensorflow.lite"; in TF 2.21 that is the
-# package folder, which has no Interpreter (tf.lite.Interpreter is an API alias of this class), so the benchmark
+# package folder, which has no Interpreter (tf.lite.Interpreter is an API alias of the class below), so the benchmark
 # points edge.runtime at the class itself.
 TF_INTERPRETER = ("tensorflow", "tensorflow.lite.python.interpreter", "Interpreter")
-TF_PATCH = "import edge.runtime as r; r.RUNTIMES = tuple(x for x in r.RUNTIMES if x[0] != 'tensorflow') + (" + repr(TF_INTERPRETER) + ",)"
+TF_PATCH = "from benchmarks.latency import use_tf_lite_interpreter; use_tf_lite_interpreter()"
+
+
+def use_tf_lite_interpreter() -> None:
+    """Make edge.runtime's "tensorflow" entry load tf.lite.Interpreter's own module (this process only)."""
+    import edge.runtime
+
+    edge.runtime.RUNTIMES = tuple(r for r in edge.runtime.RUNTIMES if r[0] != "tensorflow") + (TF_INTERPRETER,)
+
+
 WARMUP_HOPS = 5  # the first hops (interpreter warm-up, first allocations) are not counted
 TIMEOUT_S = 900
 STAGGER_S = 8.0  # between the starts of paced `run` processes measured at the same time (TensorFlow's start-up takes ~4 s)
@@ -138,7 +147,7 @@ def stream_worker(spec: dict) -> dict:
         setattr(cls, method, wrapper)
 
     if spec["runtime"] == "tensorflow":
-        exec(TF_PATCH)
+        use_tf_lite_interpreter()
     # Wrapped on the classes, in this process only.
     timed(Resampler, "process", "resample")
     timed(StreamingFrontend, "process", "frontend")
