@@ -178,7 +178,7 @@ def test_sigterm_stops_the_real_process_cleanly_with_sd_notify_and_sighup_reload
         edge_cmd("run", "--config", str(config), "--model", str(tiny_model_path), "-v"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,  # unbuffered bytes: readline() below must not read ahead lines that communicate() then never sees
         env=env,
         cwd=ROOT,
     )
@@ -192,7 +192,7 @@ def test_sigterm_stops_the_real_process_cleanly_with_sd_notify_and_sighup_reload
         reloading = next(i for i, m in enumerate(notify.messages) if "RELOADING=1" in m)
         assert notify.wait_for("READY=1", after=reloading + 1)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = (b.decode() for b in proc.communicate(timeout=30))
     finally:
         if proc.poll() is None:
             proc.kill()
