@@ -509,3 +509,20 @@ def test_an_alert_leaves_the_queue_only_when_acknowledged_even_after_mids_wrap(m
     finally:
         b._proc.send_signal(signal.SIGCONT)
     assert wait_until(lambda: sink.queue_length == 0)
+
+
+def test_sessions_the_broker_ends_at_once_are_retried_with_backoff_not_in_a_storm(mosquitto_broker, caplog):
+    """Two devices with one client id (two Pis left named raspberrypi) make the broker drop each in turn."""
+    b = mosquitto_broker
+    settings = MqttSettings(host=b.host, port=b.port, device_id="raspberrypi", discovery=False)
+    with caplog.at_level("INFO", logger="edge.service.mqtt"):
+        first, second = MqttSink(settings, backoff=FAST), MqttSink(settings, backoff=FAST)
+        try:
+            time.sleep(3.0)
+        finally:
+            first.close()
+            second.close()
+    connects = sum("MQTT connected" in r.getMessage() for r in caplog.records)
+    # Backoff of 0.1 s growing to 0.5 s: a handful each in 3 s (it was hundreds a second).
+    assert connects <= 30, connects
+    assert any("another client using ser-edge-raspberrypi" in r.getMessage() for r in caplog.records)

@@ -47,6 +47,10 @@ CLOSE_BUDGET_S = 1.0
 file run can end before it completes), then the acknowledgements; systemd gives the whole service 2 s."""
 JOIN_WAIT_S = 0.3
 """How long close() then waits for the connection thread, which may sit in a blocking connect to a silent host."""
+STABLE_SESSION_S = 10.0
+"""A connection that ends sooner is a drop, not an outage: the next one waits with backoff. A broker
+that ends sessions at once (another client with the same id, as two Pis left named raspberrypi are)
+was otherwise hammered with hundreds of connections a second."""
 QUEUED_TYPES = ("alert", "alert_end")
 """Events that go through the persistent queue: they must arrive, in order."""
 
@@ -250,6 +254,7 @@ class MqttSink:
         self._tls = tls_context(settings)
         self._queue = AlertQueue(settings.queue_file, settings.queue_max)
         self._backoff = Backoff(backoff)
+        self._drop_backoff = Backoff(backoff)  # grows while sessions keep ending within STABLE_SESSION_S
         self._client_id = settings.client_id or f"ser-edge-{settings.device_id}"
         self._address = f"{settings.host}:{settings.port}"
 
@@ -416,8 +421,20 @@ class MqttSink:
                 continue
             if client is None:
                 return
+            began = time.monotonic()
             self._session_over.wait()
             self._end_session(client)
+            if time.monotonic() - began >= STABLE_SESSION_S:
+                self._drop_backoff.reset()
+            elif not self._stop.is_set():
+                delay = self._drop_backoff.next_delay()
+                log.warning(
+                    "MQTT broker %s ended the session at once (is another client using %s?); reconnecting in %.1f s",
+                    self._address,
+                    self._client_id,
+                    delay,
+                )
+                self._stop.wait(delay)
 
     def _new_client(self):
         import paho.mqtt.client as mqtt  # imported here so the service runs without paho when MQTT is off
