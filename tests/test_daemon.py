@@ -398,3 +398,41 @@ def test_a_source_that_comes_back_at_another_rate_starts_a_new_stream_on_the_sam
     tail = ends[-len(expected_second) :]
     np.testing.assert_allclose(tail, [round(r.end_s + offset, 3) for r in expected_second], atol=2e-3)
     assert daemon.seconds_seen == pytest.approx(offset + second.size / second_rate, abs=0.01)
+
+
+def test_reload_takes_a_new_token_from_the_same_token_file(tiny_model_path, data_dir, tmp_path):
+    """Rotating the page's token means writing the file and reloading; the old token must stop working."""
+    import urllib.error
+    import urllib.request
+
+    from edge.service.daemon import build_outputs
+
+    pytest.importorskip("edge.web.live")
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token-0123456789abcdef\n")
+    token_file.chmod(0o600)
+    data = {"http": {"enabled": True, "port": 0, "token_file": str(token_file)}, "output": {"enabled": False}}
+    settings = settings_from_dict(data)
+    model = Model(tiny_model_path)
+    daemon = Daemon(
+        settings, StreamingClassifier(model), FileSource(str(data_dir / CLIP)), build_outputs(settings, model), notifier=Notifier({})
+    )
+
+    def status(token):
+        request = urllib.request.Request(daemon.outputs.web.url + "api/health", headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        assert status("old-token-0123456789abcdef") == 200
+        token_file.write_text("new-token-0123456789abcdef\n")
+        daemon.reload_settings = lambda: settings_from_dict(data)
+        daemon.request_reload()
+        daemon._tick()
+        assert status("new-token-0123456789abcdef") == 200
+        assert status("old-token-0123456789abcdef") == 401
+    finally:
+        daemon.outputs.close()

@@ -184,8 +184,10 @@ def _start_web(settings: ServiceSettings, model: Model | None):
         raise StartError(f"--http needs the web page (edge.web), which cannot be imported ({exc})") from None
     feed = LiveFeed()
     try:
-        app = create_app(model if model is not None else (settings.model.path or None), live=feed, token=settings.http_token())
+        token = settings.http_token()
+        app = create_app(model if model is not None else (settings.model.path or None), live=feed, token=token)
         server = serve_in_thread(app, settings.http.host, settings.http.port)
+        server.token = token
     except (OSError, ValueError) as exc:  # ServerError is an OSError; ModelError and a bad token are ValueErrors
         feed.close()
         raise StartError(str(exc)) from None
@@ -366,7 +368,8 @@ class Daemon:
         for part in ("audio", "model", "speech"):
             if getattr(new, part) != getattr(self.settings, part):
                 log.warning("[%s] changed: it takes effect at the next restart, not on reload", part)
-        keep_web = self.outputs.web is not None and new.http == self.settings.http
+        # The same [http] may name a token file whose token was changed: a new token needs a new app.
+        keep_web = self.outputs.web is not None and new.http == self.settings.http and _token_unchanged(new, self.outputs.web)
         web = (next(s for s in self.outputs.sinks if s.name == "http"), self.outputs.web) if keep_web else None
         self.outputs.close(keep_web=keep_web)  # first: a GPIO pin or a port can have only one owner
         try:
@@ -396,6 +399,13 @@ class Daemon:
             self.source.close()
         self.outputs.close()
         log.info("stopped after %.1f s of audio, %d windows", self.seconds_seen, self.windows)
+
+
+def _token_unchanged(settings: ServiceSettings, web) -> bool:
+    try:
+        return settings.http_token() == getattr(web, "token", None)
+    except (OSError, ValueError):
+        return False
 
 
 def build(settings: ServiceSettings, reload: Callable[[], ServiceSettings] | None = None) -> Daemon:

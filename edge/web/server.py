@@ -40,6 +40,7 @@ class WebServer:
         self._thread = thread
         self.host = server.host
         self.port = int(server.port)  # the real port, also when 0 was asked for
+        self.token: str | None = None  # the token the app checks, when the caller tells: a reload compares it
 
     @property
     def url(self) -> str:
