@@ -316,6 +316,14 @@ def test_a_stop_does_not_wait_for_an_open_that_hangs_in_portaudio():
         return hanging_open(self, *args, **kwargs)
 
     module.PyAudio.open = open_
+    terminated_during_open = []
+    terminate = module.PyAudio.terminate
+
+    def terminate_(self):
+        terminated_during_open.append(not release.is_set())
+        terminate(self)
+
+    module.PyAudio.terminate = terminate_
     mic = MicSource("", pyaudio_module=module, backoff=FAST)
     stop = threading.Event()
     try:
@@ -326,6 +334,13 @@ def test_a_stop_does_not_wait_for_an_open_that_hangs_in_portaudio():
                 stop.set()
                 started = time.monotonic()
         assert time.monotonic() - started < 1.0
+        mic.close()  # as the daemon does next, while the attempt still hangs
     finally:
         release.set()
-        mic.close()
+    # PortAudio is not terminated under the hanging open; the opener closes what it opened once it returns.
+    deadline = time.monotonic() + 5
+    while not all(not s.active for s in module.state.streams) or not terminated_during_open:
+        assert time.monotonic() < deadline, "the stream opened after the stop was never closed"
+        time.sleep(0.01)
+    assert terminated_during_open == [False]
+    assert module.state.opens == 1 and all(not s.active for s in module.state.streams)

@@ -255,6 +255,7 @@ class MicSource:
         self.device: InputDevice | None = None
         self._pa = None
         self._stream = None
+        self._opener: threading.Thread | None = None
         self._queue: queue.Queue[bytes] = queue.Queue(maxsize=QUEUE_CHUNKS)
         # An explicitly named device that does not exist is a configuration error, not a glitch.
         if device != "":
@@ -343,7 +344,7 @@ class MicSource:
             if stop.is_set():  # opened after the loop gave up on it (below): nobody will read or close it
                 self._close_stream()
 
-        opener = threading.Thread(target=open_until_stopped, name="mic-open", daemon=True)
+        opener = self._opener = threading.Thread(target=open_until_stopped, name="mic-open", daemon=True)
         opener.start()
         rate = self.device.default_rate_hz if self.device else 16000
         while True:
@@ -375,6 +376,8 @@ class MicSource:
             self._queue.get_nowait()
 
     def close(self) -> None:
+        if self._opener is not None and self._opener.is_alive():
+            return  # an attempt is inside PortAudio: terminating under it is undefined; the opener closes once it sees the stop
         self._close_stream()
 
 
