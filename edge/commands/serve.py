@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,9 @@ def main(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    stop = threading.Event()
+    from edge.service.daemon import StopFlag
+
+    stop = StopFlag()  # not threading.Event: its set() may deadlock inside a signal handler
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     print(f"serving the page on {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
