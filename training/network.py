@@ -6,7 +6,7 @@ the conv, ReLU, pooling, Dense, Softmax), so conversion needs no float fallback.
 
 from __future__ import annotations
 
-ARCHITECTURES = ("cnn2d", "cnn1d", "dscnn")
+ARCHITECTURES = ("cnn2d", "cnn1d", "cnn1d_deep", "dscnn")
 
 
 def build_model(arch: str, frames: int, coeffs: int, n_labels: int, width: int = 16, dropout: float = 0.3):
@@ -17,11 +17,13 @@ def build_model(arch: str, frames: int, coeffs: int, n_labels: int, width: int =
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     inputs = keras.Input((frames, coeffs), name="mfcc")
-    if arch == "cnn1d":
+    if arch in ("cnn1d", "cnn1d_deep"):
         # MFCCs as channels, convolution along time only: cheap, and pitch-shift tolerant.
+        # The deep variant adds a block and wider kernels: ~1 s of context before pooling, for prosody.
         x = inputs
-        for i, filters in enumerate((4 * width, 6 * width, 8 * width)):
-            x = layers.Conv1D(filters, 5, padding="same", use_bias=False, name=f"conv{i}")(x)
+        widths, kernel = ((4 * width, 6 * width, 8 * width), 5) if arch == "cnn1d" else ((4 * width, 6 * width, 8 * width, 8 * width), 7)
+        for i, filters in enumerate(widths):
+            x = layers.Conv1D(filters, kernel, padding="same", use_bias=False, name=f"conv{i}")(x)
             x = layers.BatchNormalization(name=f"bn{i}")(x)
             x = layers.ReLU(name=f"relu{i}")(x)
             x = layers.MaxPooling1D(2, name=f"pool{i}")(x)
@@ -44,3 +46,18 @@ def build_model(arch: str, frames: int, coeffs: int, n_labels: int, width: int =
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(n_labels, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name=f"ser_{arch}")
+
+
+def average_models(models, frames: int, coeffs: int):
+    """One Keras model whose output is the mean of several trained models' probabilities (a seed ensemble)."""
+    import keras
+    from keras import layers
+
+    if len(models) == 1:
+        return models[0]
+    inputs = keras.Input((frames, coeffs), name="mfcc")
+    outputs = []
+    for i, m in enumerate(models):
+        m.name = f"member{i}"
+        outputs.append(m(inputs))
+    return keras.Model(inputs, layers.Average(name="probs_mean")(outputs), name="ser_ensemble")

@@ -41,7 +41,7 @@ class TrainSettings:
     """Cepstral coefficients per frame (the model's input width)."""
     lifter: int = 0
     """Frontend sine lifter (0 = off)."""
-    window_s: float = 2.0
+    window_s: float = 3.0
     """Window the device classifies, in seconds."""
     hop_s: float = 0.5
     """Hop between the device's windows, in seconds (a multiple of 10 ms)."""
@@ -79,6 +79,8 @@ class TrainSettings:
     """SpecAugment: blank one random band of up to this many coefficients per training window."""
     seed: int = 42
     """Seed for the network's initialisation and the order of windows."""
+    ensemble: int = 2
+    """Networks trained with seeds seed, seed+1, ...; the shipped model averages their probabilities."""
 
     @property
     def frontend(self) -> FrontendSettings:
@@ -260,7 +262,7 @@ def train(
     """Train, score the float model per clip on validation and test speakers, and write the run folder."""
     import keras
 
-    from training.network import build_model
+    from training.network import average_models, build_model
     from training.plots import plot_confusion, plot_curves
 
     started = time.monotonic()
@@ -285,37 +287,40 @@ def train(
     test_ws = window_set([f for f in eval_features if split.role(f.clip) == TEST], frontend, settings.window_s, settings.hop_s, False)
     log.info("%d training windows; %d validation windows", len(train_ws.x), len(val_ws.x))
 
-    _configure_tensorflow(settings.seed, threads)
     frames, coeffs = train_ws.x.shape[1:]
-    model = build_model(settings.arch, frames, coeffs, len(EMOTIONS), settings.width, settings.dropout)
-    if model.count_params() > MAX_PARAMS:
-        raise ValueError(f"the {settings.arch} network has {model.count_params()} parameters, more than the {MAX_PARAMS} allowed")
-    steps = int(np.ceil(len(train_ws.x) / settings.batch_size)) * settings.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=max(steps, 1))
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
-        metrics=["accuracy"],
-    )
     x = norm.apply(train_ws.x)
     y = np.eye(len(EMOTIONS), dtype=np.float32)[train_ws.y]
-    batches = _MixupBatches.make(
-        x,
-        y,
-        sample_weights(train_ws, settings),
-        settings.batch_size,
-        settings.mixup_alpha,
-        settings.seed,
-        settings.time_mask_frames,
-        settings.coeff_mask,
-    )
+    weights = sample_weights(train_ws, settings)
     val_speech = (val_ws.speech_ratio >= SpeechSettings().min_speech_ratio) & (val_ws.speech_ratio > 0)
     validation = (
         (norm.apply(val_ws.x[val_speech]), np.eye(len(EMOTIONS), dtype=np.float32)[val_ws.y[val_speech]]) if val_speech.any() else None
     )
     fit_started = time.monotonic()
-    history = model.fit(batches, epochs=settings.epochs, validation_data=validation, verbose=2 if progress else 0)
+    members, histories = [], []
+    for member in range(settings.ensemble):
+        seed = settings.seed + member
+        _configure_tensorflow(seed, threads)
+        model = build_model(settings.arch, frames, coeffs, len(EMOTIONS), settings.width, settings.dropout)
+        if model.count_params() * settings.ensemble > MAX_PARAMS:
+            raise ValueError(
+                f"{settings.ensemble} x the {settings.arch} network has {model.count_params() * settings.ensemble} parameters, more than the {MAX_PARAMS} allowed"
+            )
+        steps = int(np.ceil(len(train_ws.x) / settings.batch_size)) * settings.epochs
+        schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=max(steps, 1))
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+            metrics=["accuracy"],
+        )
+        batches = _MixupBatches.make(
+            x, y, weights, settings.batch_size, settings.mixup_alpha, seed, settings.time_mask_frames, settings.coeff_mask
+        )
+        log.info("training network %d of %d (seed %d)", member + 1, settings.ensemble, seed)
+        histories.append(model.fit(batches, epochs=settings.epochs, validation_data=validation, verbose=2 if progress else 0).history)
+        members.append(model)
+    model = average_models(members, frames, coeffs)
     fit_s = time.monotonic() - fit_started
+    history = {k: np.mean([h[k] for h in histories], axis=0) for k in histories[0]}
 
     def predict(windows: np.ndarray) -> np.ndarray:
         return model.predict(norm.apply(windows), batch_size=256, verbose=0)
@@ -335,7 +340,7 @@ def train(
         "windows": {"train": len(train_ws.x), "validation": len(val_ws.x), "test": len(test_ws.x)},
         "parameters": int(model.count_params()),
         "float": metrics,
-        "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.history.items()},
+        "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.items()},
         "seconds": {"features": round(features_s, 1), "fit": round(fit_s, 1), "total": round(time.monotonic() - started, 1)},
     }
     (out_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
