@@ -341,9 +341,9 @@ def run(args) -> int:
         "",
         main_table,
         "",
-        f"int8 file / float32 TFLite file = 1 / {float_size / int8_size:.2f}; int8 accuracy {drop:+.1f} points below float Keras"
+        f"int8 file / float32 TFLite file = 1 / {float_size / int8_size:.3f}; int8 accuracy {drop:.1f} points below float Keras"
         if drop >= 0
-        else f"int8 file / float32 TFLite file = 1 / {float_size / int8_size:.2f}; int8 accuracy {-drop:.1f} points above float Keras",
+        else f"int8 file / float32 TFLite file = 1 / {float_size / int8_size:.3f}; int8 accuracy {-drop:.1f} points above float Keras",
         "",
         "Per corpus (clean):",
         "",
