@@ -174,7 +174,10 @@ def convert_run(
     write_card(out.parent / "MODEL_CARD.md", contract, report)
     if keras_out:
         Path(keras_out).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / "model.keras", keras_out)
+        # An uncompiled clone: the same weights without Adam's two moment tensors per weight (a third of the size).
+        bare = keras.models.clone_model(keras_model)
+        bare.set_weights(keras_model.get_weights())
+        bare.save(keras_out)
     if reports_dir:
         reports_dir = Path(reports_dir)
         reports_dir.mkdir(parents=True, exist_ok=True)
