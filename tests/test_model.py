@@ -40,7 +40,6 @@ def test_loads_and_predicts_probabilities(tiny_model_path):
 def test_int8_model_agrees_with_its_float_twin(tiny_model_path, tmp_path):
     """Quantising the input with the contract's scale and zero point gives the float model's answer."""
     import keras
-
     from tiny_model import TINY_FRONTEND, WINDOW_S
 
     keras.utils.set_random_seed(0)  # build_tiny_model's seed: the same weights

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.classifier import StreamingClassifier, clip_windows
+from edge.classifier import StreamingClassifier, clip_windows, frame_windows
 from edge.frontend import Frontend, FrontendSettings
 from edge.model import EMOTIONS, Model
 from training.augment import Augmenter, AugmentSettings
 from training.corpora import load_data
-from training.features import clip_audio16k, clip_windows_from, extract, frames_of
+from training.features import clip_audio16k, extract, frames_of
 from training.metrics import scores
 from training.split import TRAIN, VALIDATION, Split
 from training.train import TrainSettings, sample_weights, window_set
@@ -33,7 +33,7 @@ def test_cached_frames_give_exactly_the_devices_windows(clips):
         audio = clip_audio16k(clip.path)
         mfcc, speech = frames_of(audio, Frontend(SMALL), SpeechSettings())
         expected_w, expected_r = clip_windows(audio, SMALL, 2.0, 0.5)
-        windows, ratios = clip_windows_from(mfcc, speech, SMALL.window_frames(2.0), SMALL.hop_frames(0.5))
+        windows, ratios = frame_windows(mfcc, speech, SMALL.window_frames(2.0), SMALL.hop_frames(0.5))
         np.testing.assert_array_equal(windows, expected_w)
         np.testing.assert_array_equal(ratios, expected_r)
 

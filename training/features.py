@@ -2,7 +2,7 @@
 
 For every clip (and every augmented variant of a training clip) this stores the MFCC
 frames and the per-frame speech flags that ``edge.classifier.clip_windows`` computes;
-``clip_windows_from`` then cuts the windows and speech ratios exactly as ``clip_windows``
+``edge.classifier.frame_windows`` then cuts the windows and speech ratios exactly as ``clip_windows``
 does, for any window and hop, without touching the audio again. Entries are keyed by the
 frontend and speech settings, the file (path, size, mtime) and the augmentation (settings
 and variant), so changing any of them recomputes and a second run reads the cache.
@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import read_audio
-from edge.classifier import make_windows
 from edge.frontend import Frontend, FrontendSettings
 from edge.resample import resample
 from edge.speech import SpeechDetector, SpeechSettings
@@ -70,13 +69,6 @@ def frames_of(audio16k: np.ndarray, frontend: Frontend, speech: SpeechSettings) 
     """(mfcc, speech flags) per frame: the first half of clip_windows."""
     mfcc, log_energy = frontend.features(audio16k)
     return mfcc, SpeechDetector(frontend.settings, speech).process(log_energy)
-
-
-def clip_windows_from(mfcc: np.ndarray, speech: np.ndarray, window_frames: int, hop_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """The second half of clip_windows: windows (n, frames, coefficients) and their speech ratios."""
-    windows = make_windows(mfcc, window_frames, hop_frames)
-    ratios = make_windows(speech.astype(np.float32)[:, None], window_frames, hop_frames)[:, :, 0].mean(axis=1)
-    return windows, ratios
 
 
 class _Worker:

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.classifier import frame_windows
 from edge.frontend import FrontendSettings
 from edge.model import EMOTIONS, Normalization
 from edge.speech import SpeechSettings
 from training.augment import AugmentSettings
 from training.corpora import Clip
-from training.features import ClipFeatures, clip_windows_from, extract
+from training.features import ClipFeatures, extract
 from training.metrics import clip_probs, scores_by_corpus
 from training.split import TEST, TRAIN, VALIDATION, Split
 
@@ -146,7 +147,7 @@ def window_set(features: Sequence[ClipFeatures], frontend: FrontendSettings, win
     min_ratio = SpeechSettings().min_speech_ratio
     xs, ys, idx, ratios, clips = [], [], [], [], []
     for f in features:
-        w, r = clip_windows_from(f.mfcc, f.speech, wf, hf)
+        w, r = frame_windows(f.mfcc, f.speech, wf, hf)
         if speech_only:
             keep = (r >= min_ratio) & (r > 0)
             if keep.any():
