@@ -40,7 +40,14 @@ def test_json_lines_one_per_file_and_the_batch_continues(mixed_folder, tiny_mode
     out = run("classify", "--json", "--model", tiny_model_path, mixed_folder, mixed_folder / "missing.wav")
     assert out.returncode == 1, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [os.path.basename(d["path"]) for d in lines] == ["a_stereo.wav", "b_tess.flac", "c_silent.wav", "d_text.wav", "e_empty.flac", "missing.wav"]
+    assert [os.path.basename(d["path"]) for d in lines] == [
+        "a_stereo.wav",
+        "b_tess.flac",
+        "c_silent.wav",
+        "d_text.wav",
+        "e_empty.flac",
+        "missing.wav",
+    ]
     for good in lines[:2]:
         assert list(good) == KEYS and list(good["probs"]) == list(EMOTIONS)
         assert good["label"] in EMOTIONS and good["speech"] is True

@@ -21,7 +21,10 @@ CLIPS = [
 PSF_EQUIVALENTS = [
     pytest.param(FrontendSettings(n_mels=26, n_ceps=13, lifter=22, append_energy=True, log_floor=np.finfo(float).eps), id="psf-defaults"),
     pytest.param(FrontendSettings(n_mels=40, n_ceps=40, log_floor=np.finfo(float).eps), id="40-mel-40-ceps"),
-    pytest.param(FrontendSettings(n_mels=40, n_ceps=20, low_hz=60, high_hz=7600, window="hann", log_floor=np.finfo(float).eps), id="band-limited-hann"),
+    pytest.param(
+        FrontendSettings(n_mels=40, n_ceps=20, low_hz=60, high_hz=7600, window="hann", log_floor=np.finfo(float).eps),
+        id="band-limited-hann",
+    ),
 ]
 
 
