@@ -200,8 +200,13 @@ def _configure_tensorflow(seed: int, threads: int) -> None:
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        # TensorFlow fixes its thread pools when it first runs an op; a process that already
+        # used it (a test session, a notebook) keeps them. Results stay deterministic.
+        log.warning("TensorFlow is already running; it keeps its thread settings instead of %d threads", threads)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
