@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import BinaryIO
 
@@ -53,6 +54,7 @@ def decode_audio(source: str | BinaryIO, name: str, max_duration_s: float | None
             rate = f.samplerate
             if max_duration_s is not None and rate > 0 and f.frames / rate > max_duration_s:
                 raise ClipTooLongError(f"{name}: the clip lasts {f.frames / rate:.0f} s; at most {max_duration_s:.0f} s are accepted")
+            _check_complete(f.extra_info, name)
             data = f.read(dtype="float32", always_2d=True)
     except AudioError:
         raise
@@ -64,6 +66,21 @@ def decode_audio(source: str | BinaryIO, name: str, max_duration_s: float | None
     except (RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioError(f"{name}: corrupt or truncated audio ({exc})") from None
     return check_signal(data, rate, name)
+
+
+# libsndfile reads a WAV or AIFF whose data chunk is cut short without an error and only
+# notes it in its log, e.g. "data : 96000 (should be 31970)". A recorder that was killed
+# leaves a placeholder size instead (0x7FFFFFFF or 0xFFFFFFFF from arecord and sox): that is
+# an unfinished header, not lost audio, so it is accepted.
+_DATA_SIZE = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_PLACEHOLDER_SIZE = 0x7FFF0000
+
+
+def _check_complete(log_text: str, name: str) -> None:
+    """Raise AudioError when the file's header promises more audio than the file holds."""
+    for claimed, present in ((int(a), int(b)) for a, b in _DATA_SIZE.findall(log_text)):
+        if present < claimed < _PLACEHOLDER_SIZE:
+            raise AudioError(f"{name}: the file is truncated (its header promises {claimed} bytes of audio, {present} are there)")
 
 
 def check_signal(data: np.ndarray, rate: int, name: str = "audio") -> tuple[np.ndarray, int]:

@@ -75,6 +75,30 @@ def test_truncated_flac_is_reported(tmp_path, data_dir):
         read_audio(path)
 
 
+@pytest.mark.parametrize(("name", "fmt"), [("cut.wav", "WAV"), ("cut.aiff", "AIFF")])
+def test_truncated_wav_and_aiff_are_reported(tmp_path, speech, name, fmt):
+    # libsndfile reads a cut WAV or AIFF without an error; the header's size gives it away.
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    sf.write(whole, speech[0], speech[1], format=fmt, subtype="PCM_16")
+    data = whole.read_bytes()
+    path = write_bytes(tmp_path, name, data[: len(data) // 3])
+    with pytest.raises(AudioError, match=rf"{name}: the file is truncated \(its header promises \d+ bytes of audio, \d+ are there\)"):
+        read_audio(path)
+
+
+def test_wav_with_a_recorder_placeholder_size_reads(tmp_path, speech):
+    # arecord and sox write 0x7FFFFFFF as the data size until they finish; a killed recorder
+    # leaves it, and the audio that is there is still good.
+    path = tmp_path / "unfinished.wav"
+    sf.write(path, speech[0], speech[1], subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = (0x7FFFFFFF).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    x, _ = read_audio(path)
+    assert x.size == speech[0].size
+
+
 def test_header_only_wav_has_no_samples(tmp_path):
     path = tmp_path / "nothing.wav"
     sf.write(path, np.zeros(0, dtype=np.int16), 16000)
