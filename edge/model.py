@@ -80,7 +80,28 @@ class Normalization:
 
     @classmethod
     def from_dict(cls, data: dict) -> Normalization:
-        return cls(str(data.get("kind", "none")), tuple(data.get("mean", ())), tuple(data.get("std", ())), float(data.get("eps", 1e-5)))
+        mean, std = (_numbers(data.get(key, ()), f"normalization {key}") for key in ("mean", "std"))
+        return cls(str(data.get("kind", "none")), mean, std, float(data.get("eps", 1e-5)))
+
+
+def _numbers(values, what: str) -> tuple[float, ...]:
+    """A JSON list of finite numbers as a tuple of floats; ValueError naming ``what`` otherwise."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{what} must be a list of numbers")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise ValueError(f"{what} must be a list of finite numbers, found {v!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+def _object(data: dict, key: str, default: dict | None = None) -> dict:
+    """The JSON object under ``key`` (``default`` when absent, KeyError when required)."""
+    value = data[key] if default is None else data.get(key, default)
+    if not isinstance(value, dict):
+        raise ValueError(f"{key!r} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -121,18 +142,20 @@ class ModelContract:
         try:
             if data.get("format") != CONTRACT_FORMAT:
                 raise ModelError(f"{where}: format is {data.get('format')!r}, this device serves {CONTRACT_FORMAT!r}")
+            if not isinstance(data["labels"], list):
+                raise ValueError("'labels' must be a list of names")
             contract = cls(
                 labels=tuple(data["labels"]),
-                frontend=FrontendSettings.from_dict(data["frontend"]),
+                frontend=FrontendSettings.from_dict(_object(data, "frontend")),
                 window_s=float(data["window_s"]),
                 hop_s=float(data["hop_s"]),
-                input=TensorSpec.from_dict(data["input"]),
-                output=TensorSpec.from_dict(data["output"]),
+                input=TensorSpec.from_dict(_object(data, "input")),
+                output=TensorSpec.from_dict(_object(data, "output")),
                 sha256=str(data["sha256"]),
-                normalization=Normalization.from_dict(data.get("normalization", {})),
+                normalization=Normalization.from_dict(_object(data, "normalization", {})),
                 name=str(data.get("name", DEFAULT_MODEL)),
-                training_data=dict(data.get("training_data", {})),
-                metrics=dict(data.get("metrics", {})),
+                training_data=_object(data, "training_data", {}),
+                metrics=_object(data, "metrics", {}),
                 licence=str(data.get("licence", "")),
             )
         except ModelError:
