@@ -60,20 +60,6 @@ STAGES = ("resample", "frontend", "speech", "inference", "policy")
 RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 # Modules hidden from a `run` process so that edge.runtime falls through to the runtime wanted.
 BLOCKED = {"ai-edge-litert": (), "tflite-runtime": ("ai_edge_litert",), "tensorflow": ("ai_edge_litert", "tflite_runtime")}
-# edge.runtime looks for tensorflow.lite.Interpreter by importing the module "tensorflow.lite"; in TF 2.21 that is the
-# package folder, which has no Interpreter (tf.lite.Interpreter is an API alias of the class below), so the benchmark
-# points edge.runtime at the class itself.
-TF_INTERPRETER = ("tensorflow", "tensorflow.lite.python.interpreter", "Interpreter")
-TF_PATCH = "from benchmarks.latency import use_tf_lite_interpreter; use_tf_lite_interpreter()"
-
-
-def use_tf_lite_interpreter() -> None:
-    """Make edge.runtime's "tensorflow" entry load tf.lite.Interpreter's own module (this process only)."""
-    import edge.runtime
-
-    edge.runtime.RUNTIMES = tuple(r for r in edge.runtime.RUNTIMES if r[0] != "tensorflow") + (TF_INTERPRETER,)
-
-
 WARMUP_HOPS = 5  # the first hops (interpreter warm-up, first allocations) are not counted
 TIMEOUT_S = 900
 STAGGER_S = 8.0  # between the starts of paced `run` processes measured at the same time (TensorFlow's start-up takes ~4 s)
@@ -146,8 +132,6 @@ def stream_worker(spec: dict) -> dict:
 
         setattr(cls, method, wrapper)
 
-    if spec["runtime"] == "tensorflow":
-        use_tf_lite_interpreter()
     # Wrapped on the classes, in this process only.
     timed(Resampler, "process", "resample")
     timed(StreamingFrontend, "process", "frontend")
@@ -358,8 +342,7 @@ def measure_process(combo: Combo, audio_file: Path, realtime: bool) -> dict:
     if blocked:
         # Hide the preferred runtimes so that edge.runtime falls through to the wanted one (sys.modules[x] = None makes
         # `import x` raise ImportError); everything else is the real `run` command.
-        patch = TF_PATCH + "; " if combo.runtime == "tensorflow" else ""
-        code = f"import runpy, sys; sys.modules.update(dict.fromkeys({blocked!r})); {patch}sys.argv[0] = 'edge'; runpy.run_module('edge', run_name='__main__')"
+        code = f"import runpy, sys; sys.modules.update(dict.fromkeys({blocked!r})); sys.argv[0] = 'edge'; runpy.run_module('edge', run_name='__main__')"
         cmd = [combo.python, "-c", code, *args]
     else:
         cmd = [combo.python, "-m", "edge", *args]

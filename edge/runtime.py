@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 RUNTIMES = (
     ("ai-edge-litert", "ai_edge_litert.interpreter", "Interpreter"),
     ("tflite-runtime", "tflite_runtime.interpreter", "Interpreter"),
-    ("tensorflow", "tensorflow.lite", "Interpreter"),
+    # tf.lite.Interpreter is an API alias; the package folder "tensorflow.lite" has no
+    # Interpreter attribute (TF 2.21), so the class is taken from the module that defines it.
+    ("tensorflow", "tensorflow.lite.python.interpreter", "Interpreter"),
 )
 
 
