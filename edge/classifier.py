@@ -25,6 +25,10 @@ from edge.speech import SpeechDetector, SpeechSettings
 
 log = logging.getLogger(__name__)
 
+# Shorter clips are refused: a window is filled by repeating the clip, and a few syllables'
+# worth (0.5 s) is the least that repeating still leaves recognisable as speech.
+MIN_CLIP_S = 0.5
+
 
 @dataclass(frozen=True)
 class WindowResult:
@@ -221,14 +225,19 @@ class StreamingClassifier:
             for start, p, ratio in zip(starts, probs, ratios, strict=True)
         ]
 
-    def classify_clip(self, audio: np.ndarray, sample_rate_hz: int) -> ClipResult:
+    def classify_clip(self, audio: np.ndarray, sample_rate_hz: int, name: str = "audio") -> ClipResult:
         """Classify a whole clip through the streaming path, then average its speech windows.
 
         Starts from a clean state and leaves one behind. A clip shorter than one window
-        is repeated to fill it (``make_windows``). When no window holds speech, the
-        average is over all windows and ``speech`` is False.
+        is repeated to fill it (``make_windows``); one shorter than MIN_CLIP_S is refused
+        with an AudioError naming it (``name``). When no window holds speech, the average
+        is over all windows and ``speech`` is False.
         """
-        x, rate = check_signal(audio, sample_rate_hz)
+        x, rate = check_signal(audio, sample_rate_hz, name)
+        if x.size < MIN_CLIP_S * rate:
+            raise AudioError(
+                f"{name}: the clip lasts {x.size / rate * 1000:.0f} ms; at least {MIN_CLIP_S:g} s of audio is needed to classify it"
+            )
         self.reset()
         resampled = -(-x.size * self.frontend_settings.sample_rate_hz // rate)  # ceil, as the resampler's flush
         if resampled < self._span_samples():
@@ -237,8 +246,6 @@ class StreamingClassifier:
             audio16k = np.concatenate((self._resampler.process(x), self._resampler.flush()))
             mfcc, log_energy = self._frontend.process(audio16k)
             flags = self._speech.process(log_energy)
-            if mfcc.shape[0] == 0:
-                raise AudioError(f"the clip is too short to classify ({x.size / rate * 1000:.0f} ms)")
             windows = make_windows(mfcc, self.window_frames, self.hop_frames)
             results = self._results(windows, [0], [float(flags.mean())])
         else:
@@ -253,7 +260,7 @@ class StreamingClassifier:
     def classify_file(self, path: str) -> ClipResult:
         """Read a file (any rate, any channels) and classify it; raises AudioError if unusable."""
         x, rate = read_audio(path)
-        return self.classify_clip(x, rate)
+        return self.classify_clip(x, rate, str(path))
 
     def _span_samples(self) -> int:
         s = self.frontend_settings

@@ -151,8 +151,12 @@ def test_a_clip_shorter_than_a_window_is_padded_like_training(classifier, angry)
     assert len(result.windows) == 1
     windows, _ = clip_windows(short, c.frontend, c.window_s, c.hop_s)
     np.testing.assert_array_equal(result.probs, classifier.model.predict(windows)[0])
-    with pytest.raises(AudioError, match="too short"):
-        classifier.classify_clip(signal[int(1.2 * rate) : int(1.2 * rate) + 100], rate)
+    for samples in (100, int(0.49 * rate)):
+        with pytest.raises(
+            AudioError, match=rf"^bit\.wav: the clip lasts {samples / rate * 1000:.0f} ms; at least 0\.5 s of audio is needed"
+        ):
+            classifier.classify_clip(signal[int(1.2 * rate) : int(1.2 * rate) + samples], rate, "bit.wav")
+    assert classifier.classify_clip(signal[int(1.2 * rate) : int(1.2 * rate) + int(0.5 * rate)], rate).windows
 
 
 def test_make_windows_positions_and_padding():

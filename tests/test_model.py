@@ -74,7 +74,10 @@ def test_int8_model_agrees_with_its_float_twin(tiny_model_path, tmp_path):
         (lambda d: d.update(normalization=None), "'normalization' must be a JSON object, got NoneType"),
         (lambda d: d.update(frontend=[16000]), "'frontend' must be a JSON object, got list"),
         (lambda d: d.update(labels="neutral"), "'labels' must be a list"),
-        (lambda d: d["normalization"].update(kind="global", mean=["x"] * 13, std=[1.0] * 13), "normalization mean must be a list of finite"),
+        (
+            lambda d: d["normalization"].update(kind="global", mean=["x"] * 13, std=[1.0] * 13),
+            "normalization mean must be a list of finite",
+        ),
         (lambda d: d["normalization"].update(kind="global", mean=[0.0] * 13, std=[float("nan")] * 13), "finite numbers, found nan"),
         # A contract consistent with itself whose window the .tflite does not take.
         (lambda d: d.update(window_s=2.0, input={**d["input"], "shape": [1, 198, 13, 1]}), r"the input tensor is int8 \[1, 98, 13, 1\]"),

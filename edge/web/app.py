@@ -143,7 +143,7 @@ def create_app(
         try:
             audio, rate = decode_audio(stream, name, MAX_CLIP_S)
             with classify_lock:
-                result = classifier.classify_clip(audio, rate)
+                result = classifier.classify_clip(audio, rate, name)
         except ClipTooLongError as exc:
             return _error(413, str(exc), path=name)
         except AudioError as exc:
