@@ -10,7 +10,7 @@ difference is that this one can be fed a chunk at a time and keeps its own histo
 from __future__ import annotations
 
 import functools
-import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -18,12 +18,28 @@ KAISER_BETA = 5.0  # scipy.signal.resample_poly's default window ('kaiser', 5.0)
 ZERO_CROSSINGS = 10  # scipy's half_len = 10 * max(up, down): 10 sinc lobes either side
 
 
+# The filter has 20 * max(up, down) taps. Every common rate stays far below this bound
+# (TESS's 24,414 Hz is the largest: 8000/12207); an odd rate such as 44,099 or 199,999 Hz
+# would need millions of taps and hundreds of MB, so its ratio is approximated instead.
+MAX_PHASES = 16384
+
+
 def ratio(in_rate_hz: int, out_rate_hz: int) -> tuple[int, int]:
-    """(up, down) in lowest terms."""
+    """(up, down) in lowest terms, both at most MAX_PHASES.
+
+    When the exact ratio needs more, the nearest fraction within that bound is used: the
+    output rate is then off by a few parts per million at most (5 ppm for 199,999 Hz),
+    far below what anyone hears.
+    """
     if in_rate_hz <= 0 or out_rate_hz <= 0:
         raise ValueError(f"sample rates must be positive, got {in_rate_hz} and {out_rate_hz}")
-    g = math.gcd(int(in_rate_hz), int(out_rate_hz))
-    return int(out_rate_hz) // g, int(in_rate_hz) // g
+    exact = Fraction(int(out_rate_hz), int(in_rate_hz))
+    limit = MAX_PHASES
+    approx = exact.limit_denominator(limit)
+    while approx.numerator > MAX_PHASES:  # upsampling: the numerator is the larger one
+        limit //= 2
+        approx = exact.limit_denominator(limit)
+    return approx.numerator, approx.denominator
 
 
 def design_filter(up: int, down: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import resample_poly
 
-from edge.resample import Resampler, ratio, resample
+from edge.resample import MAX_PHASES, Resampler, ratio, resample
 
 RATES = [8000, 11025, 22050, 24000, 24414, 32000, 44100, 48000, 96000]
 MIN_SNR_DB = 50.0
@@ -90,3 +90,17 @@ def test_16k_passes_through_untouched():
 def test_bad_rates_are_refused():
     with pytest.raises(ValueError, match="positive"):
         Resampler(0)
+
+
+@pytest.mark.parametrize("rate", [44099, 199999, 7001])
+def test_odd_rates_get_a_bounded_filter_and_a_near_exact_ratio(rate):
+    up, down = ratio(rate, 16000)
+    assert max(up, down) <= MAX_PHASES  # the exact ratio would need millions of taps
+    assert abs(rate * up / down / 16000 - 1) < 1e-5
+    x = np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype(np.float32)
+    resampler = Resampler(rate)
+    y = np.concatenate((resampler.process(x), resampler.flush()))
+    assert abs(y.size - 16000) <= 2
+    spectrum = np.abs(np.fft.rfft(y[:16000]))
+    assert abs(int(np.argmax(spectrum)) - 440) <= 1  # the tone is still at 440 Hz
+
