@@ -58,9 +58,8 @@ def test_matches_python_speech_features_on_real_speech(data_dir, clip, settings_
     reference = psf_mfcc(signal, settings_)
     # psf zero-pads a last partial frame; the complete frames must agree.
     assert ours.shape[0] == settings_.frames_for(signal.size) and reference.shape[0] - ours.shape[0] <= 1
-    reference = reference[: ours.shape[0]]
-    relative = np.abs(ours - reference) / np.maximum(np.abs(reference), 1.0)
-    assert relative.max() < 1e-3
+    # Relative to each value itself, with no floor: the two agree to float32 rounding (~6e-8).
+    np.testing.assert_allclose(ours, reference[: ours.shape[0]], rtol=1e-3, atol=0)
 
 
 def test_filterbank_and_dct_match_psf_and_scipy():
@@ -74,7 +73,11 @@ def test_filterbank_and_dct_match_psf_and_scipy():
 
 
 @settings(max_examples=40, deadline=None)
-@given(chunks=st.lists(st.integers(min_value=1, max_value=20000), min_size=1, max_size=30), seed=st.integers(0, 2**16))
+@given(
+    # from single samples to 5 s chunks (80,000 samples), mixed in one stream
+    chunks=st.lists(st.one_of(st.integers(1, 400), st.integers(1, 80000)), min_size=1, max_size=20),
+    seed=st.integers(0, 2**16),
+)
 def test_any_chunking_gives_the_batch_frames(chunks, seed):
     rng = np.random.default_rng(seed)
     signal = rng.standard_normal(sum(chunks)) * 0.1

@@ -103,4 +103,3 @@ def test_odd_rates_get_a_bounded_filter_and_a_near_exact_ratio(rate):
     assert abs(y.size - 16000) <= 2
     spectrum = np.abs(np.fft.rfft(y[:16000]))
     assert abs(int(np.argmax(spectrum)) - 440) <= 1  # the tone is still at 440 Hz
-
