@@ -207,6 +207,57 @@ def test_sigterm_stops_the_real_process_cleanly_with_sd_notify_and_sighup_reload
     assert all(e["sinks"] == {"stdout": "ok"} for e in events if e["type"] == "health")
 
 
+def test_sigint_stops_the_real_process_cleanly_too(tiny_model_path, data_dir, tmp_path):
+    notify = NotifySocket(tmp_path)
+    proc = subprocess.Popen(
+        edge_cmd("run", "--source", str(data_dir / CLIP), "--realtime", "--loop", "--model", str(tiny_model_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NOTIFY_SOCKET": notify.path},
+        cwd=ROOT,
+    )
+    try:
+        assert notify.wait_for("READY=1"), "no READY=1 from the service"
+        proc.send_signal(signal.SIGINT)
+        # Generous: this catches a hang, not a slow stop (benchmarks measure the stop time).
+        _, err = (b.decode() for b in proc.communicate(timeout=15))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        notify.close()
+    assert proc.returncode == 0, err
+    assert "SIGINT received: stopping" in err and "stopped after" in err and "Traceback" not in err
+
+
+def test_a_stop_signal_during_start_up_still_ends_in_a_clean_shutdown(tiny_model_path, data_dir, monkeypatch, caplog):
+    """A SIGTERM while the model loads and the sinks connect is kept, then the daemon stops at once, cleaning up."""
+    import edge.service.daemon as daemon_module
+    from edge.cli import build_parser
+
+    built = []
+
+    def build_under_a_signal(settings, reload=None):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of start-up
+        daemon = build(settings, reload)
+        built.append(daemon)
+        return daemon
+
+    monkeypatch.setattr(daemon_module, "build", build_under_a_signal)
+
+    def unhandled(signum, frame):
+        raise AssertionError("the SIGTERM during start-up was not kept for the daemon")
+
+    before = signal.signal(signal.SIGTERM, unhandled)  # stands in for the default action, which would end pytest
+    try:
+        args = build_parser().parse_args(["run", "--source", str(data_dir / CLIP), "--loop", "--model", str(tiny_model_path)])
+        with caplog.at_level("INFO"):
+            assert args.func(args) == 0  # a looped file never ends: only the kept SIGTERM can stop it
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert built and built[0].stop.is_set() and built[0].windows == 0
+    assert "SIGTERM received: stopping" in caplog.text
+
+
 def test_stdin_pcm_through_a_pipe_until_end_of_input(tiny_model_path, data_dir):
     audio, rate = read_audio(data_dir / CLIP)
     pcm = np.round(audio * 32767).astype("<i2").tobytes()

@@ -276,3 +276,36 @@ def test_alerts_raised_during_an_outage_survive_a_restart_and_arrive_in_order(da
         assert got == raised[: len(got)], "then those of the second run, in order, with nothing in between"
     finally:
         sub.close()
+
+
+@pytest.mark.parametrize("mosquitto_broker", [{"persistent": True}], indirect=True)
+def test_the_running_service_delivers_its_queue_when_the_broker_returns_and_says_offline_on_sigterm(
+    data_dir, model_args, mosquitto_broker, tmp_path
+):
+    b = mosquitto_broker
+    wav = write_wav(tmp_path / "alternating.wav", np.concatenate([angry_speech(data_dir, 8.0), neutral_speech(data_dir, 8.0)]))
+    config = tmp_path / "config.toml"
+    config.write_text(OUTAGE_CONFIG.format(queue_file=tmp_path / "queue.jsonl"))
+    args = ["--source", str(wav), "--loop", "--config", str(config), "--mqtt", b.address, "--device-id", "test", *model_args]
+    topic, availability = "ser-edge/test/alert", "ser-edge/test/availability"
+    sub = Subscriber(b.host, b.port, topics=(topic, availability), client_id="e2e-return", persistent=True)
+    log = tmp_path / "service.log"
+    try:
+        service = Service(args, log)
+        try:
+            assert sub.wait_for(lambda msgs: len(received_alerts(sub, topic)) >= 2, WAIT_S), f"no alerts\n{_log_tail(log)}"
+            b.stop()
+            during = len(service.alerts()) + 4
+            assert service.wait_for_alerts(during), f"no alerts during the outage\n{_log_tail(log)}"
+            b.start()  # the same process reconnects by itself and sends what it queued
+            delivered = sub.wait_for(lambda msgs: len(received_alerts(sub, topic)) >= during, WAIT_S)
+        finally:
+            assert service.stop() == 0, _log_tail(log)
+        assert delivered, f"the alerts queued during the outage did not arrive\n{_log_tail(log)}"
+        got, raised = received_alerts(sub, topic), service.alerts()
+        assert got == raised[: len(got)], "every alert arrives, in the order raised"
+        assert sub.wait_for(lambda msgs: [m.text for m in sub.on(availability)][-1:] == ["offline"], 5.0), (
+            f"no 'offline' after SIGTERM: {[m.text for m in sub.on(availability)]}"
+        )
+    finally:
+        sub.close()

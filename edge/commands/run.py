@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +92,24 @@ def main(args) -> int:
     def reload():
         return load_settings(args.config, overrides)
 
+    # Loading the model and connecting the sinks takes a moment; a SIGTERM (or SIGHUP, whose
+    # default action also ends the process) arriving meanwhile is kept and acted on once the
+    # daemon exists, so even a stop during start-up goes through its clean shutdown.
+    early: list[int] = []
+    catchable = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, lambda signum, frame: early.append(signum)) for s in catchable} if main_thread else {}
     try:
         daemon = build(settings, reload=reload if args.config else None)
     except (ConfigError, StartError, ModelError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for signum in early:
+        if signum == getattr(signal, "SIGHUP", None):
+            daemon.request_reload()
+        else:
+            daemon.request_stop(signal.Signals(signum).name)
     return daemon.run()

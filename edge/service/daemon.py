@@ -241,7 +241,11 @@ class Daemon:
 
     def _on_stop_signal(self, signum, frame) -> None:
         # No logging here: the handler may interrupt the loop inside a logging call.
-        self._stop_signal = signal.Signals(signum).name
+        self.request_stop(signal.Signals(signum).name)
+
+    def request_stop(self, reason: str) -> None:
+        """Stop at the next chunk (or before the first one); ``reason`` is logged, e.g. SIGTERM."""
+        self._stop_signal = reason
         self.stop.set()
 
     def _on_reload_signal(self, signum, frame) -> None:
