@@ -6,7 +6,9 @@
 2. Runs `run --source FILE --realtime` on it to the end: CPU (user + system) over wall time,
    the process's peak RSS, and the steady-state CPU share from the service's own health events.
 3. Runs it again with --loop, waits for READY=1 on a stand-in $NOTIFY_SOCKET, lets it work for
-   a few seconds, sends SIGTERM and times the exit.
+   a few seconds, sends SIGTERM and times the exit; then the same with the sinks that have
+   most to do on a stop: MQTT towards a broker that is down (a closed local port) and a GPIO
+   pin (gpiozero's mock pins).
 Prints one JSON object. Nothing is asserted: the numbers are for the README.
 """
 
@@ -68,6 +70,13 @@ def run_to_end(cmd: list[str]) -> dict:
     }
 
 
+def closed_port() -> int:
+    """A local TCP port with nothing listening on it: a broker that is down."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def time_to_stop(cmd: list[str], folder: Path, settle_s: float = 5.0) -> float:
     path = str(folder / "notify")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -109,6 +118,11 @@ def main() -> None:
         result["realtime_run"] = run_to_end([*base, "--verbose", "--config", str(config)])
         stops = [time_to_stop([*base, "--loop"], Path(tmp) / f"stop{i}") for i in range(3) if not (Path(tmp) / f"stop{i}").mkdir()]
         result["sigterm_to_exit_s"] = [round(s, 3) for s in stops]
+        sinks_config = Path(tmp) / "sinks.toml"
+        sinks_config.write_text('[gpio]\nenabled = true\npin = "17"\npin_factory = "mock"\n')
+        sinks = [*base, "--loop", "--config", str(sinks_config), "--mqtt", f"127.0.0.1:{closed_port()}", "--device-id", "measure"]
+        stops = [time_to_stop(sinks, Path(tmp) / f"sinks{i}") for i in range(3) if not (Path(tmp) / f"sinks{i}").mkdir()]
+        result["sigterm_to_exit_s_mqtt_broker_down_gpio_mock"] = [round(s, 3) for s in stops]
     print(json.dumps(result, indent=2))
 
 
