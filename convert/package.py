@@ -103,7 +103,7 @@ def convert_run(
     val_ws = window_set(features[n_train : n_train + len(val_clips)], frontend, settings.window_s, settings.hop_s, False)
     test_ws = window_set(features[n_train + len(val_clips) :], frontend, settings.window_s, settings.hop_s, False)
 
-    log.info("quantising with %d calibration windows drawn from %d training windows", min(500, len(calibration.x)), len(calibration.x))
+    log.info("quantising with %d calibration windows drawn from %d training windows", min(500, len(calibration)), len(calibration))
     tflite = to_int8_tflite(keras_model, norm.apply(calibration.x), seed=settings.seed)
     spec_in, spec_out = tensor_specs(tflite)
     if len(tflite) > gates.max_bytes:
@@ -148,7 +148,7 @@ def convert_run(
             agreement[role] = round(float(np.mean(float_clip.argmax(1) == int8_clip.argmax(1))), 4)
             metrics[role] = {"float": _strip(float_scores), "int8": _strip(int8_scores)}
             full[role] = {"float": float_scores, "int8": int8_scores}
-        ms = latency_ms(candidate, val_ws.x[:200])
+        ms = latency_ms(candidate, val_ws.take(np.arange(min(200, len(val_ws)))))
 
     val = metrics[VALIDATION]
     drop = (val["float"]["all"]["wa"] - val["int8"]["all"]["wa"]) * 100

@@ -120,9 +120,12 @@ def clip_windows(
 
 def frame_windows(mfcc: np.ndarray, speech_flags: np.ndarray, window_frames: int, hop_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Windows of a clip's frames and each window's share of speech frames (the second half of clip_windows)."""
-    windows = make_windows(mfcc, window_frames, hop_frames)
-    ratios = make_windows(np.asarray(speech_flags, np.float32)[:, None], window_frames, hop_frames)[:, :, 0].mean(axis=1)
-    return windows, ratios
+    return make_windows(mfcc, window_frames, hop_frames), speech_ratios(speech_flags, window_frames, hop_frames)
+
+
+def speech_ratios(speech_flags: np.ndarray, window_frames: int, hop_frames: int) -> np.ndarray:
+    """Each window's share of speech frames, for the windows ``make_windows`` cuts."""
+    return make_windows(np.asarray(speech_flags, np.float32)[:, None], window_frames, hop_frames)[:, :, 0].mean(axis=1)
 
 
 class StreamingClassifier:

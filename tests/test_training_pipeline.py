@@ -38,6 +38,41 @@ def test_cached_frames_give_exactly_the_devices_windows(clips):
         np.testing.assert_array_equal(ratios, expected_r)
 
 
+def test_window_sets_cut_the_same_windows_as_the_device_without_copying_frames(clips):
+    """window_set keeps frames once and cuts windows on demand; they must be frame_windows' windows."""
+    from edge.speech import SpeechSettings
+    from training.features import ClipFeatures
+    from training.train import fit_normalization
+
+    wf, hf = SMALL.window_frames(2.0), SMALL.hop_frames(0.5)
+    features = []
+    for clip in (clips[0], next(c for c in clips if c.corpus == "tess")):
+        mfcc, speech = frames_of(clip_audio16k(clip.path), Frontend(SMALL), SpeechSettings())
+        features.append(ClipFeatures(clip, 0, mfcc, speech))
+    short = features[0]
+    features.append(ClipFeatures(short.clip, 1, short.mfcc[:120], short.speech[:120]))  # under one window: padded
+    min_ratio = SpeechSettings().min_speech_ratio
+    for speech_only in (False, True):
+        ws = window_set(features, SMALL, 2.0, 0.5, speech_only=speech_only)
+        expected_w, expected_r = [], []
+        for f in features:
+            w, r = frame_windows(f.mfcc, f.speech, wf, hf)
+            keep = (r >= min_ratio) & (r > 0) if speech_only else np.ones(len(r), bool)
+            keep = keep if keep.any() else np.ones(len(r), bool)
+            expected_w.append(w[keep])
+            expected_r.append(r[keep])
+        expected = np.concatenate(expected_w)
+        np.testing.assert_array_equal(ws.x, expected)
+        np.testing.assert_array_equal(ws.speech_ratio, np.concatenate(expected_r))
+        assert len(ws) == len(expected) and ws.frames.shape[0] < expected.shape[0] * expected.shape[1]
+        np.testing.assert_array_equal(ws.take(np.array([2, 0])), expected[[2, 0]])
+        # Normalisation statistics over the windows, as if every window were stored whole.
+        norm = fit_normalization("global", ws)
+        flat = expected.reshape(-1, expected.shape[-1]).astype(np.float64)
+        np.testing.assert_allclose(norm.mean, flat.mean(axis=0), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(norm.std, flat.std(axis=0), rtol=1e-9)
+
+
 def test_feature_cache_is_reused_and_keyed_by_settings(clips, tmp_path):
     few = clips[:3]
     first = extract(few, SMALL, tmp_path, workers=1, progress=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classifier import frame_windows
+from edge.classifier import make_windows, speech_ratios
 from edge.frontend import FrontendSettings
 from edge.model import EMOTIONS, Normalization
 from edge.speech import SpeechSettings
@@ -129,47 +129,84 @@ class TrainSettings:
 
 @dataclass
 class WindowSet:
-    """Windows of several clips, with the clip each came from."""
+    """Windows of several clips, with the clip each came from, cut on demand from one array of frames.
 
-    x: np.ndarray
-    """(n, frames, coefficients) un-normalised windows."""
+    Windows overlap (a 3 s window every 0.5 s holds each frame six times), so a training set
+    with many augmented copies is kept as frames plus window start rows: ``take`` cuts a
+    batch, ``x`` all of them. The windows are exactly those of ``frame_windows``.
+    """
+
+    frames: np.ndarray
+    """(rows, coefficients) un-normalised frames of every clip end to end; a clip shorter than
+    one window is stored repeated to fill it, as ``make_windows`` pads it."""
+    starts: np.ndarray
+    """(n,) row of ``frames`` where each window starts."""
+    window_frames: int
+    """Frames per window."""
     y: np.ndarray
     """(n,) label index per window."""
     clip: np.ndarray
     """(n,) index into ``clips`` per window."""
     speech_ratio: np.ndarray
+    """(n,) share of speech frames per window."""
     clips: list[Clip]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """Windows ``index`` as a new (len(index), window_frames, coefficients) array."""
+        return self.frames[self.starts[np.asarray(index)][:, None] + np.arange(self.window_frames)]
+
+    @property
+    def x(self) -> np.ndarray:
+        """Every window, (n, window_frames, coefficients): for evaluation-sized sets."""
+        return self.take(np.arange(len(self)))
 
 
 def window_set(features: Sequence[ClipFeatures], frontend: FrontendSettings, window_s: float, hop_s: float, speech_only: bool) -> WindowSet:
-    """Cut windows from cached frames; with ``speech_only`` keep the speech windows (all if a clip has none)."""
+    """Windows of cached frames, as ``frame_windows`` cuts them; with ``speech_only`` keep the speech windows (all if a clip has none)."""
     wf, hf = frontend.window_frames(window_s), frontend.hop_frames(hop_s)
     min_ratio = SpeechSettings().min_speech_ratio
-    xs, ys, idx, ratios, clips = [], [], [], [], []
+    blocks, starts, ys, idx, ratios, clips = [], [], [], [], [], []
+    rows = 0
     for f in features:
-        w, r = frame_windows(f.mfcc, f.speech, wf, hf)
+        mfcc = f.mfcc if len(f.mfcc) >= wf else make_windows(f.mfcc, wf, hf).reshape(-1, f.mfcc.shape[1])  # the padding, once
+        r = speech_ratios(f.speech, wf, hf)
+        local = np.arange(len(r)) * hf
         if speech_only:
             keep = (r >= min_ratio) & (r > 0)
             if keep.any():
-                w, r = w[keep], r[keep]
-        if not len(w):
+                local, r = local[keep], r[keep]
+        if not len(local) or not len(mfcc):
             continue
-        xs.append(w)
+        blocks.append(mfcc)
+        starts.append(rows + local)
+        rows += len(mfcc)
         ratios.append(r)
-        ys.append(np.full(len(w), EMOTIONS.index(f.clip.label)))
-        idx.append(np.full(len(w), len(clips)))
+        ys.append(np.full(len(local), EMOTIONS.index(f.clip.label)))
+        idx.append(np.full(len(local), len(clips)))
         clips.append(f.clip)
-    if not xs:
-        empty = np.zeros((0, wf, frontend.n_ceps), np.float32)
-        return WindowSet(empty, np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), [])
-    return WindowSet(np.concatenate(xs), np.concatenate(ys), np.concatenate(idx), np.concatenate(ratios), clips)
+    if not blocks:
+        none = np.zeros(0, int)
+        return WindowSet(np.zeros((0, frontend.n_ceps), np.float32), none, wf, none, none, np.zeros(0, np.float32), [])
+    frames = np.concatenate(blocks).astype(np.float32, copy=False)
+    return WindowSet(frames, np.concatenate(starts), wf, np.concatenate(ys), np.concatenate(idx), np.concatenate(ratios), clips)
 
 
-def fit_normalization(kind: str, train_windows: np.ndarray) -> Normalization:
-    if kind == "global":
-        flat = train_windows.reshape(-1, train_windows.shape[-1])
-        return Normalization("global", tuple(float(v) for v in flat.mean(0)), tuple(float(v) for v in flat.std(0)))
-    return Normalization(kind)
+def fit_normalization(kind: str, ws: WindowSet) -> Normalization:
+    """Normalisation fitted on the training windows (a frame counts once per window holding it)."""
+    if kind != "global":
+        return Normalization(kind)
+    # How many windows hold each row of frames: +1 where a window starts, -1 where it ends.
+    cover = np.zeros(len(ws.frames) + 1, np.int64)
+    np.add.at(cover, ws.starts, 1)
+    np.add.at(cover, ws.starts + ws.window_frames, -1)
+    weight = np.cumsum(cover[:-1]).astype(np.float64)
+    total = weight.sum()
+    mean = weight @ ws.frames / total
+    var = weight @ (ws.frames.astype(np.float64) - mean) ** 2 / total
+    return Normalization("global", tuple(float(v) for v in mean), tuple(float(v) for v in np.sqrt(var)))
 
 
 def sample_weights(ws: WindowSet, settings: TrainSettings) -> np.ndarray:
@@ -190,7 +227,7 @@ def sample_weights(ws: WindowSet, settings: TrainSettings) -> np.ndarray:
 
 def evaluate_clips(predict, ws: WindowSet) -> tuple[np.ndarray, dict]:
     """Clip probabilities (speech-window average, as the device) and per-corpus scores."""
-    probs = predict(ws.x) if len(ws.x) else np.zeros((0, len(EMOTIONS)))
+    probs = predict(ws.x) if len(ws) else np.zeros((0, len(EMOTIONS)))
     per_clip = clip_probs(probs, ws.clip, ws.speech_ratio, len(ws.clips))
     truth = [EMOTIONS.index(c.label) for c in ws.clips]
     return per_clip, scores_by_corpus([c.corpus for c in ws.clips], truth, per_clip.argmax(axis=1))
@@ -215,23 +252,25 @@ class _MixupBatches:
     """Shuffled batches, optionally mixed up; a keras PyDataset built lazily so keras is imported late."""
 
     @staticmethod
-    def make(x, y_onehot, weights, batch_size: int, alpha: float, seed: int, time_mask: int = 0, coeff_mask: int = 0):
+    def make(take, y_onehot, weights, batch_size: int, alpha: float, seed: int, time_mask: int = 0, coeff_mask: int = 0):
+        """``take(index)`` returns the normalised windows ``index`` as a new array."""
         import keras
+
+        n = len(y_onehot)
 
         class Batches(keras.utils.PyDataset):
             def __init__(self):
                 super().__init__()
                 self.rng = np.random.default_rng(seed)
-                self.order = self.rng.permutation(len(x))
+                self.order = self.rng.permutation(n)
 
             def __len__(self):
-                return int(np.ceil(len(x) / batch_size))
+                return int(np.ceil(n / batch_size))
 
             def __getitem__(self, i):
                 pick = self.order[i * batch_size : (i + 1) * batch_size]
-                bx, by, bw = x[pick], y_onehot[pick], weights[pick]
+                bx, by, bw = take(pick), y_onehot[pick], weights[pick]
                 if time_mask or coeff_mask:
-                    bx = bx.copy()
                     for j in range(len(bx)):
                         if time_mask:
                             width = self.rng.integers(0, time_mask + 1)
@@ -250,7 +289,7 @@ class _MixupBatches:
                 return bx, by, bw
 
             def on_epoch_end(self):
-                self.order = self.rng.permutation(len(x))
+                self.order = self.rng.permutation(n)
 
         return Batches()
 
@@ -288,13 +327,19 @@ def train(
     features_s = time.monotonic() - started
 
     train_ws = window_set(train_features, frontend, settings.window_s, settings.train_hop_s, speech_only=True)
-    norm = fit_normalization(settings.normalization, train_ws.x)
+    del train_features  # the window set holds the frames now
+    norm = fit_normalization(settings.normalization, train_ws)
     val_ws = window_set([f for f in eval_features if split.role(f.clip) == VALIDATION], frontend, settings.window_s, settings.hop_s, False)
     test_ws = window_set([f for f in eval_features if split.role(f.clip) == TEST], frontend, settings.window_s, settings.hop_s, False)
-    log.info("%d training windows; %d validation windows", len(train_ws.x), len(val_ws.x))
+    log.info("%d training windows; %d validation windows", len(train_ws), len(val_ws))
 
-    frames, coeffs = train_ws.x.shape[1:]
-    x = norm.apply(train_ws.x)
+    frames, coeffs = train_ws.window_frames, train_ws.frames.shape[1]
+    if norm.kind == "window":
+
+        def take(index):
+            return norm.apply(train_ws.take(index))
+    else:  # per coefficient: normalise every frame once, then cut windows from them
+        take = dataclasses.replace(train_ws, frames=norm.apply(train_ws.frames)).take
     y = np.eye(len(EMOTIONS), dtype=np.float32)[train_ws.y]
     weights = sample_weights(train_ws, settings)
     val_speech = (val_ws.speech_ratio >= SpeechSettings().min_speech_ratio) & (val_ws.speech_ratio > 0)
@@ -311,7 +356,7 @@ def train(
             raise ValueError(
                 f"{settings.ensemble} x the {settings.arch} network has {model.count_params() * settings.ensemble} parameters, more than the {MAX_PARAMS} allowed"
             )
-        steps = int(np.ceil(len(train_ws.x) / settings.batch_size)) * settings.epochs
+        steps = int(np.ceil(len(train_ws) / settings.batch_size)) * settings.epochs
         schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=max(steps, 1))
         model.compile(
             optimizer=keras.optimizers.Adam(schedule),
@@ -319,7 +364,7 @@ def train(
             metrics=["accuracy"],
         )
         batches = _MixupBatches.make(
-            x, y, weights, settings.batch_size, settings.mixup_alpha, seed, settings.time_mask_frames, settings.coeff_mask
+            take, y, weights, settings.batch_size, settings.mixup_alpha, seed, settings.time_mask_frames, settings.coeff_mask
         )
         log.info("training network %d of %d (seed %d)", member + 1, settings.ensemble, seed)
         histories.append(model.fit(batches, epochs=settings.epochs, validation_data=validation, verbose=2 if progress else 0).history)
@@ -343,7 +388,7 @@ def train(
         "normalization": dataclasses.asdict(norm),
         "split": split.to_dict(),
         "data": split.describe(clips),
-        "windows": {"train": len(train_ws.x), "validation": len(val_ws.x), "test": len(test_ws.x)},
+        "windows": {"train": len(train_ws), "validation": len(val_ws), "test": len(test_ws)},
         "parameters": int(model.count_params()),
         "float": metrics,
         "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.items()},
