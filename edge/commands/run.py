@@ -102,11 +102,12 @@ def main(args) -> int:
     try:
         daemon = build(settings, reload=reload if args.config else None)
     except (ConfigError, StartError, ModelError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if main_thread:
+        daemon.install_signal_handlers()  # the daemon's own, with no gap after the keeping ones
     for signum in early:
         if signum == getattr(signal, "SIGHUP", None):
             daemon.request_reload()
