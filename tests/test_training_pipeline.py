@@ -200,3 +200,15 @@ def test_shipped_model_reaches_its_stated_validation_figures(clips):
         got = scores([truth[i] for i in mine], [predicted[i] for i in mine])
         assert got["wa"] == pytest.approx(stated[corpus]["wa"], abs=0.005), corpus
         assert got["ua"] == pytest.approx(stated[corpus]["ua"], abs=0.005), corpus
+
+
+def test_train_cli_takes_the_held_out_speakers_and_refuses_unknown_ones(clips):
+    from training.__main__ import _split, build_parser
+
+    fold = "ravdess_01,ravdess_02,savee_JK"
+    args = build_parser().parse_args(["train", "--validation", fold, "--test", ""])
+    split = _split(args, clips)
+    assert split.validation == ("ravdess_01", "ravdess_02", "savee_JK") and split.test == ()
+    assert _split(build_parser().parse_args(["train"]), clips) == Split()
+    with pytest.raises(ValueError, match="--test names speakers with no clips: ravdess_24"):
+        _split(build_parser().parse_args(["train", "--test", "ravdess_24"]), clips)

@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   python -m training explore --data ../shared/data --out runs/explore
   python -m training train --data ../shared/data --out runs/model --set arch=cnn2d --set epochs=20
   python -m training train --data ../shared/data --manifest my_clips.csv --out runs/mine
+  python -m training train --out runs/fold0 --validation ravdess_01,ravdess_02,ravdess_07,ravdess_08,ravdess_13,ravdess_14 --set ensemble=1
 """
 
 
@@ -92,11 +93,33 @@ def cmd_features(args) -> int:
     return 0
 
 
+def _split(args, clips):
+    """The default split, or the speakers named by --validation and --test."""
+    from training.split import Split
+
+    default = Split()
+    chosen = {}
+    for role in ("validation", "test"):
+        given = getattr(args, role)
+        if given is None:
+            chosen[role] = getattr(default, role)
+            continue
+        speakers = tuple(s.strip() for s in given.split(",") if s.strip())
+        unknown = sorted(set(speakers) - {c.speaker for c in clips})
+        if unknown:
+            raise ValueError(
+                f"--{role} names speakers with no clips: {', '.join(unknown)} (speaker ids look like ravdess_17, savee_JK, tess_YAF)"
+            )
+        chosen[role] = speakers
+    return Split(**chosen)
+
+
 def cmd_train(args) -> int:
     from training.train import summary_line, train
 
     clips, _ = _clips(args)
-    report = train(clips, _settings(args), args.out, args.cache, workers=args.workers, threads=args.threads)
+    split = _split(args, clips)
+    report = train(clips, _settings(args), args.out, args.cache, split=split, workers=args.workers, threads=args.threads)
     for role, per_corpus in report["float"].items():
         print(f"{role}: {summary_line(per_corpus)}")
     print(f"model and report in {args.out} ({report['seconds']['total']:.0f} s)")
@@ -138,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
         if name == "train":
             p.add_argument("--out", default="runs/model", help="run folder to write")
+            p.add_argument(
+                "--validation",
+                metavar="SPEAKERS",
+                help="comma-separated speakers held out to validate on (default: ravdess_17..20, savee_JK, tess_YAF); "
+                "e.g. one fold of a cross-validation",
+            )
+            p.add_argument("--test", metavar="SPEAKERS", help='comma-separated test speakers (default: ravdess_15,ravdess_16; "" for none)')
             p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
         p.set_defaults(func=func)
     return parser
