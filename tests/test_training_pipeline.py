@@ -143,7 +143,9 @@ def test_smoke_train_convert_classify(clips, tmp_path):
     rng = np.random.default_rng(0)
     speakers = {"ravdess_01": 16, "ravdess_02": 16, "ravdess_17": 8}
     subset = [c for s, n in speakers.items() for c in rng.permutation([c for c in clips if c.speaker == s])[:n].tolist()]
-    settings = TrainSettings(n_mels=26, n_ceps=13, window_s=1.0, hop_s=0.5, augment_variants=1, width=4, epochs=2, batch_size=16)
+    settings = TrainSettings(
+        n_mels=26, n_ceps=26, window_s=1.0, hop_s=0.5, augment_variants=1, width=4, epochs=2, batch_size=16, vtlp_range=(0.9, 1.1)
+    )
     split = Split(validation=("ravdess_17",), test=())
     report = train(subset, settings, tmp_path / "run", tmp_path / "cache", split, workers=1, threads=1, progress=False)
     assert report["data"][TRAIN]["speakers"] == ["ravdess_01", "ravdess_02"]
@@ -212,3 +214,25 @@ def test_train_cli_takes_the_held_out_speakers_and_refuses_unknown_ones(clips):
     assert _split(build_parser().parse_args(["train"]), clips) == Split()
     with pytest.raises(ValueError, match="--test names speakers with no clips: ravdess_24"):
         _split(build_parser().parse_args(["train", "--test", "ravdess_24"]), clips)
+
+
+def test_vtlp_warps_the_mel_axis_of_mfcc_frames_and_needs_every_coefficient():
+    from edge.frontend import dct_matrix
+    from training.augment import vtlp_matrices
+
+    frontend = FrontendSettings(n_mels=40, n_ceps=40)
+    same, up, down = vtlp_matrices(np.array([1.0, 1.15, 0.85]), frontend)
+    np.testing.assert_allclose(same, np.eye(40), atol=1e-6)
+    dct = dct_matrix(40, 40)
+    log_mel = np.zeros(40)
+    log_mel[20] = 1.0  # one band: a formant
+    peak = [int(np.argmax(log_mel @ dct @ m @ dct.T)) for m in (up, down)]
+    assert peak[0] > 20 > peak[1]  # a shorter vocal tract moves it up, a longer one down
+    with pytest.raises(ValueError, match="needs every cepstral coefficient"):
+        vtlp_matrices(np.ones(1), FrontendSettings(n_mels=40, n_ceps=13))
+
+
+def test_settings_read_back_lists_as_tuples():
+    s = TrainSettings().with_overrides(["vtlp_range=[0.9,1.1]", "augment.snr_db=[0,20]"])
+    assert s.vtlp_range == (0.9, 1.1) and s.augment.snr_db == (0, 20)
+    assert TrainSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s

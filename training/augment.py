@@ -121,3 +121,36 @@ class Augmenter:
         random.seed(seed)
         out = self._compose(samples=np.asarray(audio16k, dtype=np.float32), sample_rate=SAMPLE_RATE_HZ)
         return np.clip(out, -1.0, 1.0).astype(np.float32)  # a recording saturates at full scale
+
+
+def vtlp_matrices(alphas: np.ndarray, frontend) -> np.ndarray:
+    """Vocal tract length perturbation of MFCC frames, one (n_ceps, n_ceps) matrix per factor.
+
+    A longer or shorter vocal tract moves every formant by about the same factor, so a
+    speaker's spectrum is stretched along frequency. With all cepstra kept (n_ceps == n_mels,
+    no lifter) the orthonormal DCT can be undone exactly: MFCC -> log-mel, each band takes the
+    value the unwarped spectrum had at its centre frequency / alpha (linear interpolation
+    between band centres), -> MFCC. All three steps are linear, so ``frames @ M`` warps.
+    Batch-time and nearly free: new "speakers" every epoch, beside the stored audio variants.
+    """
+    from edge.frontend import dct_matrix, hz_to_mel, mel_to_hz
+
+    n = frontend.n_mels
+    if frontend.n_ceps != n or frontend.lifter or frontend.append_energy:
+        raise ValueError(
+            "vocal tract length perturbation needs every cepstral coefficient (n_ceps == n_mels), no lifter and no energy in c0"
+        )
+    high = frontend.sample_rate_hz / 2 if frontend.high_hz is None else frontend.high_hz
+    centres = mel_to_hz(np.linspace(hz_to_mel(frontend.low_hz), hz_to_mel(high), n + 2)[1:-1])
+    dct = dct_matrix(n, n)
+    bands = np.arange(n)
+    out = np.empty((len(alphas), n, n), np.float32)
+    for i, alpha in enumerate(np.asarray(alphas, np.float64)):
+        source = np.interp(centres / alpha, centres, bands)  # fractional band each band reads from
+        lo = np.floor(source).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        warp = np.zeros((n, n))
+        np.add.at(warp, (lo, bands), 1.0 - (source - lo))
+        np.add.at(warp, (hi, bands), source - lo)
+        out[i] = dct.T @ warp @ dct
+    return out

@@ -21,7 +21,7 @@ from edge.classifier import make_windows, speech_ratios
 from edge.frontend import FrontendSettings
 from edge.model import EMOTIONS, Normalization
 from edge.speech import SpeechSettings
-from training.augment import AugmentSettings
+from training.augment import AugmentSettings, vtlp_matrices
 from training.corpora import Clip
 from training.features import ClipFeatures, extract
 from training.metrics import clip_probs, scores_by_corpus
@@ -78,6 +78,11 @@ class TrainSettings:
     """SpecAugment: blank (to the mean) one random span of up to this many frames per training window."""
     coeff_mask: int = 0
     """SpecAugment: blank one random band of up to this many coefficients per training window."""
+    vtlp_range: tuple[float, float] = (1.0, 1.0)
+    """Vocal tract length perturbation: frequency-warp factors drawn per training window, each
+    epoch anew ((1.0, 1.0) = off; needs n_ceps == n_mels)."""
+    vtlp_p: float = 0.8
+    """Share of training windows that get a warp."""
     seed: int = 42
     """Seed for the network's initialisation and the order of windows."""
     ensemble: int = 2
@@ -100,7 +105,7 @@ class TrainSettings:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown training settings: {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def with_overrides(self, pairs: Sequence[str]) -> TrainSettings:
         """Apply ``key=value`` strings (values parsed as JSON, else taken as text); augment.key=value too."""
@@ -117,7 +122,7 @@ class TrainSettings:
             if key.startswith("augment."):
                 augment[key.split(".", 1)[1]] = tuple(value) if isinstance(value, list) else value
             else:
-                changes[key.strip()] = value
+                changes[key.strip()] = tuple(value) if isinstance(value, list) else value
         if augment:
             changes["augment"] = dataclasses.replace(self.augment, **augment)
         known = {f.name for f in dataclasses.fields(self)}
@@ -253,7 +258,7 @@ class _MixupBatches:
 
     @staticmethod
     def make(take, y_onehot, weights, batch_size: int, alpha: float, seed: int, time_mask: int = 0, coeff_mask: int = 0):
-        """``take(index)`` returns the normalised windows ``index`` as a new array."""
+        """``take(index, rng)`` returns the (augmented,) normalised windows ``index`` as a new array."""
         import keras
 
         n = len(y_onehot)
@@ -269,7 +274,7 @@ class _MixupBatches:
 
             def __getitem__(self, i):
                 pick = self.order[i * batch_size : (i + 1) * batch_size]
-                bx, by, bw = take(pick), y_onehot[pick], weights[pick]
+                bx, by, bw = take(pick, self.rng), y_onehot[pick], weights[pick]
                 if time_mask or coeff_mask:
                     for j in range(len(bx)):
                         if time_mask:
@@ -334,12 +339,19 @@ def train(
     log.info("%d training windows; %d validation windows", len(train_ws), len(val_ws))
 
     frames, coeffs = train_ws.window_frames, train_ws.frames.shape[1]
-    if norm.kind == "window":
+    vtlp = settings.vtlp_range != (1.0, 1.0)
+    if vtlp:
+        vtlp_matrices(np.ones(1), frontend)  # refuses a frontend it cannot warp, before any training
 
-        def take(index):
-            return norm.apply(train_ws.take(index))
-    else:  # per coefficient: normalise every frame once, then cut windows from them
-        take = dataclasses.replace(train_ws, frames=norm.apply(train_ws.frames)).take
+    def take(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Training windows as the network sees them: warped (VTLP) if asked, then normalised."""
+        windows = train_ws.take(index)
+        if vtlp:
+            warp = rng.random(len(index)) < settings.vtlp_p
+            alphas = np.where(warp, rng.uniform(*settings.vtlp_range, size=len(index)), 1.0)
+            windows = np.einsum("btc,bcd->btd", windows, vtlp_matrices(alphas, frontend))
+        return norm.apply(windows)
+
     y = np.eye(len(EMOTIONS), dtype=np.float32)[train_ws.y]
     weights = sample_weights(train_ws, settings)
     val_speech = (val_ws.speech_ratio >= SpeechSettings().min_speech_ratio) & (val_ws.speech_ratio > 0)
