@@ -236,3 +236,42 @@ def test_settings_read_back_lists_as_tuples():
     s = TrainSettings().with_overrides(["vtlp_range=[0.9,1.1]", "augment.snr_db=[0,20]"])
     assert s.vtlp_range == (0.9, 1.1) and s.augment.snr_db == (0, 20)
     assert TrainSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+def test_crossval_folds_pair_a_male_and_a_female_actor_and_keep_the_test_actors_out(clips):
+    from training.split import crossval_splits
+
+    folds = crossval_splits(clips, 3)
+    ravdess = [tuple(int(s.split("_")[1]) for s in f.validation if s.startswith("ravdess_")) for f in folds]
+    assert ravdess == [(1, 2, 7, 8, 13, 14), (3, 4, 9, 10, 17, 18), (5, 6, 11, 12, 19, 20)]
+    assert all(f.test == ("ravdess_15", "ravdess_16") and {"savee_JK", "tess_YAF"} <= set(f.validation) for f in folds)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        crossval_splits(clips, 1)
+
+
+@pytest.mark.slow
+def test_crossval_command_trains_one_network_per_fold_and_reports_the_mean(clips, tmp_path):
+    from training.__main__ import main
+    from training.corpora import save_table
+
+    rng = np.random.default_rng(1)
+    chosen = [c for a in ("01", "02", "03", "04") for c in rng.permutation([c for c in clips if c.speaker == f"ravdess_{a}"])[:8].tolist()]
+    save_table(chosen, tmp_path / "clips.csv")
+    tiny = ["n_mels=26", "n_ceps=13", "window_s=1.0", "augment_variants=0", "width=4", "epochs=1", "batch_size=16"]
+    args = [
+        "crossval",
+        "--table",
+        str(tmp_path / "clips.csv"),
+        "--folds",
+        "2",
+        "--out",
+        str(tmp_path / "cv"),
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
+    assert main(args + [f"--set={s}" for s in tiny] + ["--workers", "1", "--threads", "1"]) == 0
+    report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert [f["validation"][:2] for f in report["folds"]] == [["ravdess_01", "ravdess_02"], ["ravdess_03", "ravdess_04"]]
+    assert report["settings"]["ensemble"] == 1 and (tmp_path / "cv" / "fold1" / "model.keras").exists()
+    ua = [f["float"]["validation"]["ravdess"]["ua"] for f in report["folds"]]
+    assert report["mean"]["ravdess"]["ua"] == pytest.approx(np.mean(ua), abs=1e-4)

@@ -4,6 +4,7 @@
     explore   PNG plots and a markdown summary of the data
     features  fill the feature cache (the device's frontend over every clip and variant)
     train     train the CNN speaker-independently and score it on the held-out speakers
+    crossval  compare settings: one network per RAVDESS speaker fold, mean validation scores
 
 Then `python -m convert RUN_DIR` makes the int8 model, its contract and its card.
 """
@@ -17,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 log = logging.getLogger("training")
 
 EXAMPLES = """examples:
@@ -24,6 +27,7 @@ EXAMPLES = """examples:
   python -m training explore --data ../shared/data --out runs/explore
   python -m training train --data ../shared/data --out runs/model --set arch=cnn2d --set epochs=20
   python -m training train --data ../shared/data --manifest my_clips.csv --out runs/mine
+  python -m training crossval --out runs/cv-pitch --set augment.pitch_semitones=[-4,4]
   python -m training train --out runs/fold0 --validation ravdess_01,ravdess_02,ravdess_07,ravdess_08,ravdess_13,ravdess_14 --set ensemble=1
 """
 
@@ -126,6 +130,34 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_crossval(args) -> int:
+    import dataclasses
+
+    from training.split import VALIDATION, crossval_splits
+    from training.train import train
+
+    clips, _ = _clips(args)
+    settings = _settings(args)
+    if not any(pair.startswith("ensemble=") for pair in args.set):
+        settings = dataclasses.replace(settings, ensemble=1)  # one network per fold unless asked: folds are for comparing settings
+    splits = crossval_splits(clips, args.folds)
+    out = Path(args.out)
+    rows = []
+    for k, split in enumerate(splits):
+        print(f"fold {k + 1} of {len(splits)}: validating on {', '.join(split.validation)}", flush=True)
+        report = train(clips, settings, out / f"fold{k}", args.cache, split=split, workers=args.workers, threads=args.threads)
+        rows.append({"fold": k, "validation": list(split.validation), "float": report["float"]})
+    corpora = sorted({name for r in rows for name in r["float"][VALIDATION]})
+    mean = {name: {m: round(float(np.mean([r["float"][VALIDATION][name][m] for r in rows])), 4) for m in ("wa", "ua")} for name in corpora}
+    (out / "crossval.json").write_text(json.dumps({"settings": settings.to_dict(), "folds": rows, "mean": mean}, indent=2) + "\n")
+    print("validation UA per fold and mean (float, per clip):")
+    for name in corpora:
+        per_fold = " ".join(f"{r['float'][VALIDATION][name]['ua']:.3f}" for r in rows)
+        print(f"  {name:<8} {per_fold}   mean UA {mean[name]['ua']:.3f}  WA {mean[name]['wa']:.3f}")
+    print(f"runs and crossval.json in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training", description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("features", cmd_features, "fill the feature cache for the given settings"),
         ("train", cmd_train, "train and score a model into a run folder"),
+        ("crossval", cmd_crossval, "train one network per speaker fold of RAVDESS and report the mean (for comparing settings)"),
     ):
         p = sub.add_parser(name, help=text, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_data_args(p)
@@ -159,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--cache", default="cache", help="feature cache folder (safe to delete)")
         p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
+        if name == "crossval":
+            p.add_argument("--out", default="runs/crossval", help="folder for one run folder per fold and crossval.json")
+            p.add_argument("--folds", type=int, default=3, help="speaker folds (default 3: six RAVDESS actors each)")
+            p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
         if name == "train":
             p.add_argument("--out", default="runs/model", help="run folder to write")
             p.add_argument(
