@@ -220,7 +220,8 @@ def write_card(path: Path, contract: ModelContract, report: dict) -> None:
         f"{m['size_bytes'] / 1024:.0f} KB int8, {m['latency_ms_per_window_1_thread']:.2f} ms per window on one core of the build machine.",
         "",
         "## Data and speakers",
-        "Speaker-independent: validation and test speakers never appear in training. All tuning used the validation speakers only.",
+        "Speaker-independent: validation and test speakers never appear in training. The test speakers were used for no choice; "
+        "how the settings were chosen (speaker cross-validation) is in training/README.md.",
         "",
         "| role | speakers | clips |",
         "|---|---|---|",
@@ -233,7 +234,14 @@ def write_card(path: Path, contract: ModelContract, report: dict) -> None:
         "TESS has two speakers only (both female, reading the same words): YAF is held out, OAF trains. "
         "RAVDESS actors 21-24 and SAVEE speaker KL were never available here and are kept for an independent evaluation.",
         f"Training clips were augmented ({s['augment_variants']} copies each: white, coloured and in-car noise at "
-        f"{s['augment']['snr_db'][0]:g}-{s['augment']['snr_db'][1]:g} dB SNR, gain, time shift, pitch shift, time stretch).",
+        f"{s['augment']['snr_db'][0]:g}-{s['augment']['snr_db'][1]:g} dB SNR, gain, time shift, "
+        f"pitch shift of up to {max(abs(v) for v in s['augment']['pitch_semitones']):g} semitones, time stretch)"
+        + (
+            f", and each training window's mel axis was warped by a factor of {s['vtlp_range'][0]:g}-{s['vtlp_range'][1]:g} "
+            "(vocal tract length perturbation)."
+            if tuple(s.get("vtlp_range", (1.0, 1.0))) != (1.0, 1.0)
+            else "."
+        ),
         "",
         "## Metrics (clip level, validation speakers)",
         "",

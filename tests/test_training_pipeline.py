@@ -236,6 +236,9 @@ def test_settings_read_back_lists_as_tuples():
     s = TrainSettings().with_overrides(["vtlp_range=[0.9,1.1]", "augment.snr_db=[0,20]"])
     assert s.vtlp_range == (0.9, 1.1) and s.augment.snr_db == (0, 20)
     assert TrainSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    # [-4, 4] from the command line is the default (-4.0, 4.0): the same feature-cache entries.
+    given = AugmentSettings(pitch_semitones=[-4, 4])
+    assert given == AugmentSettings(pitch_semitones=(-4.0, 4.0)) and json.dumps(given.to_dict()) == json.dumps(AugmentSettings().to_dict())
 
 
 def test_crossval_folds_pair_a_male_and_a_female_actor_and_keep_the_test_actors_out(clips):

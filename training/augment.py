@@ -37,14 +37,22 @@ class AugmentSettings:
     """Gain range in dB (quieter more than louder, since int16 clips at full scale)."""
     shift_max_fraction: float = 0.2
     """Largest circular time shift as a fraction of the clip (moves where windows fall)."""
-    pitch_semitones: tuple[float, float] = (-2.0, 2.0)
+    pitch_semitones: tuple[float, float] = (-4.0, 4.0)
     """Pitch shift range in semitones (speaker variety without changing tempo)."""
-    pitch_p: float = 0.5
+    pitch_p: float = 0.9
     """Probability of a pitch shift."""
     stretch_rate: tuple[float, float] = (0.9, 1.1)
     """Time-stretch rate range (speaking-rate variety without changing pitch)."""
     stretch_p: float = 0.3
     """Probability of a time stretch."""
+
+    def __post_init__(self) -> None:
+        # Ranges given as [-4, 4] on the command line are the same settings as (-4.0, 4.0), and
+        # must give the same feature-cache keys.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (tuple, list)):
+                object.__setattr__(self, f.name, tuple(float(v) for v in value))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -50,7 +50,7 @@ class TrainSettings:
     """Hop between training windows, in seconds; smaller gives more, overlapping windows."""
     normalization: str = "global"
     """window, global or none (edge.model.Normalization kinds)."""
-    augment_variants: int = 2
+    augment_variants: int = 9
     """Augmented copies of each training clip, besides the clip itself."""
     augment: AugmentSettings = AugmentSettings()
     """How the copies are made."""
@@ -60,7 +60,7 @@ class TrainSettings:
     """Base number of filters."""
     dropout: float = 0.3
     """Dropout before the last layer."""
-    epochs: int = 15
+    epochs: int = 5
     """Passes over the training windows."""
     batch_size: int = 64
     """Windows per gradient step."""
@@ -78,7 +78,7 @@ class TrainSettings:
     """SpecAugment: blank (to the mean) one random span of up to this many frames per training window."""
     coeff_mask: int = 0
     """SpecAugment: blank one random band of up to this many coefficients per training window."""
-    vtlp_range: tuple[float, float] = (1.0, 1.0)
+    vtlp_range: tuple[float, float] = (0.85, 1.15)
     """Vocal tract length perturbation: frequency-warp factors drawn per training window, each
     epoch anew ((1.0, 1.0) = off; needs n_ceps == n_mels)."""
     vtlp_p: float = 0.8
