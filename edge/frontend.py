@@ -215,8 +215,10 @@ class Frontend:
         n = s.frames_for(emphasized.size)
         if n == 0:
             return np.zeros((0, s.win_samples), dtype=np.float64)
-        view = np.lib.stride_tricks.sliding_window_view(emphasized, s.win_samples)
-        return view[: (n - 1) * s.hop_samples + 1 : s.hop_samples]
+        x = np.ascontiguousarray(emphasized)
+        # as_strided directly: sliding_window_view's checks cost 4x more than a 100 ms chunk's framing.
+        step = x.strides[0]
+        return np.lib.stride_tricks.as_strided(x, shape=(n, s.win_samples), strides=(s.hop_samples * step, step), writeable=False)
 
     def frames_to_mfcc(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """MFCC and log energy of pre-emphasised frames: ((n, n_ceps) float32, (n,) float32).

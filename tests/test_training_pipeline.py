@@ -137,6 +137,8 @@ def test_split_is_speaker_independent(clips):
 
 @pytest.mark.slow
 def test_smoke_train_convert_classify(clips, tmp_path):
+    import keras
+
     from convert.package import ConversionError, Gates, convert_run
     from training.train import train
 
@@ -151,6 +153,13 @@ def test_smoke_train_convert_classify(clips, tmp_path):
     assert report["data"][TRAIN]["speakers"] == ["ravdess_01", "ravdess_02"]
     assert set(report["float"][VALIDATION]) == {"ravdess", "all"}
     assert (tmp_path / "run" / "confusion.png").stat().st_size > 1000
+
+    # The same command gives the same model: seeds, per-clip augmentation, VTLP and mixup draws.
+    again = train(subset, settings, tmp_path / "again", tmp_path / "cache", split, workers=1, threads=1, progress=False)
+    assert again["float"] == report["float"]
+    first, second = (keras.models.load_model(tmp_path / d / "model.keras") for d in ("run", "again"))
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
     out = tmp_path / "models" / "smoke.tflite"
     with pytest.raises(ConversionError, match="agree on only"):
