@@ -330,7 +330,7 @@ def run(args) -> int:
         ]
         for c in corpora
     ]
-    corpus_snr_table = markdown_table(["full-int8 TFLite, corpus", *[snr_name(s) for s in SNRS_DB]], int8_rows)
+    corpus_snr_table = markdown_table(["corpus (full-int8 TFLite)", *[snr_name(s) for s in SNRS_DB]], int8_rows)
 
     plot_path = Path(args.plot)
     title = f"{int8.stem}: accuracy in car noise, {len(clips)} clips of {len(speakers)} validation speakers"

@@ -65,6 +65,10 @@ def test_accuracy_quick_prints_tables_and_draws_the_plot(data_dir, tmp_path):
     for variant in ("float Keras", "float32 TFLite", "dynamic-range TFLite", "full-int8 TFLite"):
         assert len(table_rows(proc.stdout, variant)) == 3  # main table, per corpus, per SNR
     assert "| model | clean | 20 dB | 10 dB | 5 dB | 0 dB |" in proc.stdout
+    assert "| corpus (full-int8 TFLite) | clean | 20 dB | 10 dB | 5 dB | 0 dB |" in proc.stdout
+    for corpus in ("ravdess", "savee", "tess"):
+        (row,) = table_rows(proc.stdout, corpus)  # the int8 model's row for it against SNR
+        assert len(row) == 6 and all("(" in cell for cell in row[1:])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

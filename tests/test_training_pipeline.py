@@ -16,7 +16,7 @@ from training.corpora import load_data
 from training.features import clip_audio16k, extract, frames_of
 from training.metrics import scores
 from training.split import TRAIN, VALIDATION, Split
-from training.train import TrainSettings, sample_weights, window_set
+from training.train import TrainSettings, sample_weights, train, window_set
 
 SMALL = FrontendSettings(n_mels=26, n_ceps=13)
 
@@ -140,7 +140,6 @@ def test_smoke_train_convert_classify(clips, tmp_path):
     import keras
 
     from convert.package import ConversionError, Gates, convert_run
-    from training.train import train
 
     rng = np.random.default_rng(0)
     speakers = {"ravdess_01": 16, "ravdess_02": 16, "ravdess_17": 8}
@@ -241,6 +240,14 @@ def test_vtlp_warps_the_mel_axis_of_mfcc_frames_and_needs_every_coefficient():
         vtlp_matrices(np.ones(1), FrontendSettings(n_mels=40, n_ceps=13))
 
 
+def test_vtlp_with_fewer_coefficients_is_refused_before_any_work(clips, tmp_path):
+    settings = TrainSettings(n_mels=26, n_ceps=13)  # VTLP is on by default
+    with pytest.raises(ValueError, match=r"vtlp_range=\[0.85, 1.15\] .* n_ceps=13, n_mels=26.*vtlp_range=\[1,1\]"):
+        train(clips[:4], settings, tmp_path / "run", tmp_path / "cache", Split(validation=(), test=()), progress=False)
+    assert not (tmp_path / "cache").exists()  # refused before extracting anything
+    TrainSettings(n_mels=26, n_ceps=13, vtlp_range=(1.0, 1.0)).check()  # off: fine
+
+
 def test_settings_read_back_lists_as_tuples():
     s = TrainSettings().with_overrides(["vtlp_range=[0.9,1.1]", "augment.snr_db=[0,20]"])
     assert s.vtlp_range == (0.9, 1.1) and s.augment.snr_db == (0, 20)
@@ -269,7 +276,7 @@ def test_crossval_command_trains_one_network_per_fold_and_reports_the_mean(clips
     rng = np.random.default_rng(1)
     chosen = [c for a in ("01", "02", "03", "04") for c in rng.permutation([c for c in clips if c.speaker == f"ravdess_{a}"])[:8].tolist()]
     save_table(chosen, tmp_path / "clips.csv")
-    tiny = ["n_mels=26", "n_ceps=13", "window_s=1.0", "augment_variants=0", "width=4", "epochs=1", "batch_size=16"]
+    tiny = ["n_mels=26", "n_ceps=26", "window_s=1.0", "augment_variants=0", "width=4", "epochs=1", "batch_size=16"]
     args = [
         "crossval",
         "--table",

@@ -95,6 +95,14 @@ class TrainSettings:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def check(self) -> None:
+        """Refuse combinations that would fail only after the features are extracted."""
+        if tuple(self.vtlp_range) != (1.0, 1.0) and (self.n_ceps != self.n_mels or self.lifter):
+            raise ValueError(
+                f"vtlp_range={list(self.vtlp_range)} warps the mel axis, which needs n_ceps equal to n_mels and lifter=0 "
+                f"(got n_ceps={self.n_ceps}, n_mels={self.n_mels}, lifter={self.lifter}); set vtlp_range=[1,1] to turn it off"
+            )
+
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
         data = dict(data)
@@ -315,6 +323,7 @@ def train(
     from training.network import average_models, build_model
     from training.plots import plot_confusion, plot_curves
 
+    settings.check()
     started = time.monotonic()
     split = split or Split()
     out_dir = Path(out_dir)
