@@ -161,7 +161,10 @@ class Resampler:
             rows = (count - r + self.up - 1) // self.up
             start = m0 - j_hi - self._history_start + left
             view = np.lib.stride_tricks.as_strided(
-                padded[start:], shape=(rows, taps), strides=(padded.strides[0] * self.down, padded.strides[0])
+                padded[start:],
+                shape=(rows, taps),
+                strides=(padded.strides[0] * self.down, padded.strides[0]),
+                writeable=False,
             )
             # Row q holds inputs m0 + q*down - j for j from j_hi down to j_lo: the taps reversed.
             out[r :: self.up] = np.einsum("ij,j->i", view, self._table[phase][::-1])

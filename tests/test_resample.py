@@ -103,3 +103,14 @@ def test_odd_rates_get_a_bounded_filter_and_a_near_exact_ratio(rate):
     assert abs(y.size - 16000) <= 2
     spectrum = np.abs(np.fft.rfft(y[:16000]))
     assert abs(int(np.argmax(spectrum)) - 440) <= 1  # the tone is still at 440 Hz
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 32000, 48000, 96000])
+def test_strided_fast_path_gives_the_gather_paths_samples(rate, monkeypatch):
+    import edge.resample as resample_module
+
+    signal = np.random.default_rng(rate).standard_normal(rate // 2 + 17)
+    fast = resample(signal, rate)
+    monkeypatch.setattr(resample_module, "_STRIDED_MAX_UP", 0)  # every rate through the general gather
+    general = resample(signal, rate)
+    np.testing.assert_allclose(fast, general, rtol=0, atol=1e-12)
