@@ -2,8 +2,9 @@
 
 All three get the same real speech and the same settings (the shipped model's frontend,
 with psf's log floor so that digital silence maps to the same value). For each: the time
-per second of audio (median over --repeats runs on the whole signal) and the largest
-difference of its MFCC from the device's, frame by frame.
+per second of audio (median over --repeats runs), once with the whole signal in one call and
+once with one call per second of audio, and the largest difference of its MFCC from the
+device's, frame by frame.
 
 Equal settings for librosa take three steps that librosa does not do by itself, each the
 documented way to get psf's numbers: pre-emphasis with a zero initial state, the signal
