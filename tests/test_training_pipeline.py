@@ -127,6 +127,42 @@ def test_class_weights_balance_labels(clips):
     assert np.allclose(per_label, per_label[0], rtol=1e-4)  # neutral has half the clips but the same total weight
 
 
+def test_class_weights_per_corpus_balance_labels_inside_each_corpus():
+    """RAVDESS-like corpus with calm and half the neutral; a second corpus with plenty of neutral and no calm."""
+    from training.corpora import Clip
+    from training.train import WindowSet
+
+    labels = {"a": ["neutral"] * 2 + ["calm"] * 4 + ["angry"] * 4, "b": ["neutral"] * 12 + ["angry"] * 4}
+    clips_, y, clip_index = [], [], []
+    for corpus, names in labels.items():
+        for name in names:
+            clip_index.append(len(clips_))
+            clips_.append(Clip(f"/x/{corpus}{len(clips_)}.wav", corpus, f"{corpus}_1", "female", name))
+            y.append(EMOTIONS.index(name))
+    n = len(clips_)
+    ws = WindowSet(np.zeros((n, 2), np.float32), np.arange(n), 1, np.array(y), np.array(clip_index), np.ones(n, np.float32), clips_)
+    corpus = np.array([c.corpus for c in clips_])
+    y = np.array(y)
+
+    w = sample_weights(ws, TrainSettings(class_weights="corpus"))
+    for c in ("a", "b"):
+        inside = corpus == c
+        totals = [w[inside & (y == k)].sum() for k in np.unique(y[inside])]
+        np.testing.assert_allclose(totals, totals[0], rtol=1e-6)  # labels equal within the corpus
+    np.testing.assert_allclose(w[corpus == "a"].sum() / w[corpus == "b"].sum(), 10 / 16, rtol=1e-6)  # corpora keep their share
+    neutral_a = w[(corpus == "a") & (y == EMOTIONS.index("neutral"))].sum()
+    calm = w[y == EMOTIONS.index("calm")].sum()
+    assert neutral_a == pytest.approx(calm)
+
+    g = sample_weights(ws, TrainSettings(class_weights="global"))
+    assert g[y == EMOTIONS.index("calm")].sum() > 2 * g[(corpus == "a") & (y == EMOTIONS.index("neutral"))].sum()  # what "corpus" fixes
+    np.testing.assert_array_equal(sample_weights(ws, TrainSettings(class_weights="none")), np.ones(n, np.float32))
+    with pytest.raises(ValueError, match="class_weights='yes' is not one of none, global, corpus"):
+        TrainSettings(class_weights="yes").check()
+    assert TrainSettings.from_dict({"class_weights": True}).class_weights == "global"  # settings.json of older runs
+    assert TrainSettings.from_dict({"class_weights": False}).class_weights == "none"
+
+
 def test_split_is_speaker_independent(clips):
     split = Split()
     train_speakers = {c.speaker for c in split.select(clips, TRAIN)}

@@ -30,6 +30,7 @@ from training.split import TEST, TRAIN, VALIDATION, Split
 log = logging.getLogger(__name__)
 
 MAX_PARAMS = 300_000
+CLASS_WEIGHTS = ("none", "global", "corpus")
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,10 @@ class TrainSettings:
     """Peak learning rate of Adam; decays with a cosine to zero."""
     label_smoothing: float = 0.1
     """Label smoothing of the cross-entropy."""
-    class_weights: bool = True
-    """Weight each label inversely to its share of the training windows."""
+    class_weights: str = "global"
+    """none; global: weight each label inversely to its share of the training windows; corpus: the same
+    within each corpus, each corpus keeping its share (calm, in RAVDESS only, then no longer outweighs
+    RAVDESS's scarce neutral because SAVEE and TESS have plenty of neutral)."""
     corpus_balance: float = 0.0
     """0 = every window counts the same; 1 = every corpus counts the same in total."""
     mixup_alpha: float = 0.0
@@ -97,6 +100,8 @@ class TrainSettings:
 
     def check(self) -> None:
         """Refuse combinations that would fail only after the features are extracted."""
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weights={self.class_weights!r} is not one of {', '.join(CLASS_WEIGHTS)}")
         if tuple(self.vtlp_range) != (1.0, 1.0) and (self.n_ceps != self.n_mels or self.lifter):
             raise ValueError(
                 f"vtlp_range={list(self.vtlp_range)} warps the mel axis, which needs n_ceps equal to n_mels and lifter=0 "
@@ -106,6 +111,8 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
         data = dict(data)
+        if isinstance(data.get("class_weights"), bool):  # settings.json of runs before the per-corpus choice
+            data["class_weights"] = "global" if data["class_weights"] else "none"
         if isinstance(data.get("augment"), dict):
             aug = {k: tuple(v) if isinstance(v, list) else v for k, v in data["augment"].items()}
             data["augment"] = AugmentSettings(**aug)
@@ -225,12 +232,15 @@ def fit_normalization(kind: str, ws: WindowSet) -> Normalization:
 def sample_weights(ws: WindowSet, settings: TrainSettings) -> np.ndarray:
     """Per-window weights: balanced labels and, optionally, balanced corpora; mean 1."""
     weights = np.ones(len(ws.y), dtype=np.float64)
-    if settings.class_weights:
-        counts = np.bincount(ws.y, minlength=len(EMOTIONS)).astype(np.float64)
-        per_class = np.divide(counts.sum() / np.count_nonzero(counts), counts, out=np.zeros_like(counts), where=counts > 0)
-        weights *= per_class[ws.y]
+    corpus = np.array([ws.clips[i].corpus for i in ws.clip])
+    if settings.class_weights != "none":
+        groups = corpus if settings.class_weights == "corpus" else np.zeros(len(ws.y), dtype=int)
+        for group in np.unique(groups):
+            inside = groups == group
+            counts = np.bincount(ws.y[inside], minlength=len(EMOTIONS)).astype(np.float64)
+            per_class = np.divide(inside.sum() / np.count_nonzero(counts), counts, out=np.zeros_like(counts), where=counts > 0)
+            weights[inside] = per_class[ws.y[inside]]
     if settings.corpus_balance > 0:
-        corpus = np.array([ws.clips[i].corpus for i in ws.clip])
         names, inverse = np.unique(corpus, return_inverse=True)
         totals = np.bincount(inverse, weights=weights)
         target = totals.sum() / len(names)
