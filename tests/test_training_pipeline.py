@@ -163,6 +163,26 @@ def test_class_weights_per_corpus_balance_labels_inside_each_corpus():
     assert TrainSettings.from_dict({"class_weights": False}).class_weights == "none"
 
 
+def test_avgmax_pooling_keeps_a_short_peak_that_averaging_dilutes():
+    import keras
+
+    from training.network import build_model
+
+    model = build_model("cnn1d", 100, 8, len(EMOTIONS), width=2, pooling="avgmax")
+    pooled = keras.Model(model.input, model.get_layer("gap_gmp").output)
+    quiet = np.zeros((1, 100, 8), np.float32)
+    peak = quiet.copy()
+    peak[0, 50:52] = 5.0  # 20 ms of something loud in a 1 s window
+    a, b = pooled.predict(np.concatenate([quiet, peak]), verbose=0)
+    channels = a.size // 2
+    assert channels == 8 * 2  # average and maximum of the last block's 8 * width maps
+    avg_change = np.abs(b[:channels] - a[:channels]).max()
+    max_change = np.abs(b[channels:] - a[channels:]).max()
+    assert max_change > 3 * avg_change  # the maximum branch sees the peak at full size
+    with pytest.raises(ValueError, match="pooling one of avg, avgmax"):
+        TrainSettings(pooling="sum").check()
+
+
 def test_split_is_speaker_independent(clips):
     split = Split()
     train_speakers = {c.speaker for c in split.select(clips, TRAIN)}
@@ -181,8 +201,9 @@ def test_smoke_train_convert_classify(clips, tmp_path):
     speakers = {"ravdess_01": 16, "ravdess_02": 16, "ravdess_17": 8}
     subset = [c for s, n in speakers.items() for c in rng.permutation([c for c in clips if c.speaker == s])[:n].tolist()]
     settings = TrainSettings(
-        n_mels=26, n_ceps=26, window_s=1.0, hop_s=0.5, augment_variants=1, width=4, epochs=2, batch_size=16, vtlp_range=(0.9, 1.1)
-    )
+        n_mels=26, n_ceps=26, window_s=1.0, hop_s=0.5, augment_variants=1, width=4, epochs=2, batch_size=16, vtlp_range=(0.9, 1.1),
+        pooling="avgmax", class_weights="corpus",
+    )  # fmt: skip
     split = Split(validation=("ravdess_17",), test=())
     report = train(subset, settings, tmp_path / "run", tmp_path / "cache", split, workers=1, threads=1, progress=False)
     assert report["data"][TRAIN]["speakers"] == ["ravdess_01", "ravdess_02"]

@@ -9,13 +9,23 @@ from __future__ import annotations
 ARCHITECTURES = ("cnn2d", "cnn1d", "cnn1d_deep", "dscnn")
 
 
-def build_model(arch: str, frames: int, coeffs: int, n_labels: int, width: int = 16, dropout: float = 0.3):
-    """A compiled-ready Keras model: input (frames, coeffs) float32, output softmax over n_labels."""
+POOLINGS = ("avg", "avgmax")
+
+
+def build_model(arch: str, frames: int, coeffs: int, n_labels: int, width: int = 16, dropout: float = 0.3, pooling: str = "avg"):
+    """A compiled-ready Keras model: input (frames, coeffs) float32, output softmax over n_labels.
+
+    ``pooling`` is how the last feature maps become one vector: ``avg`` over time (and
+    frequency), or ``avgmax``, the average and the maximum side by side, so that a short
+    emotional peak in the window is not averaged away.
+    """
     import keras
     from keras import layers
 
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     inputs = keras.Input((frames, coeffs), name="mfcc")
     if arch in ("cnn1d", "cnn1d_deep"):
         # MFCCs as channels, convolution along time only: cheap, and pitch-shift tolerant.
@@ -27,7 +37,7 @@ def build_model(arch: str, frames: int, coeffs: int, n_labels: int, width: int =
             x = layers.BatchNormalization(name=f"bn{i}")(x)
             x = layers.ReLU(name=f"relu{i}")(x)
             x = layers.MaxPooling1D(2, name=f"pool{i}")(x)
-        x = layers.GlobalAveragePooling1D(name="gap")(x)
+        x = _pool(layers, x, pooling, layers.GlobalAveragePooling1D, layers.GlobalMaxPooling1D)
     else:
         x = layers.Reshape((frames, coeffs, 1), name="image")(inputs)
         widths = (width, 2 * width, 3 * width, 4 * width)
@@ -42,10 +52,16 @@ def build_model(arch: str, frames: int, coeffs: int, n_labels: int, width: int =
             x = layers.BatchNormalization(name=f"bn{i}")(x)
             x = layers.ReLU(name=f"relu{i}")(x)
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-        x = layers.GlobalAveragePooling2D(name="gap")(x)
+        x = _pool(layers, x, pooling, layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(n_labels, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name=f"ser_{arch}")
+
+
+def _pool(layers, x, pooling: str, average, maximum):
+    if pooling == "avg":
+        return average(name="gap")(x)
+    return layers.Concatenate(name="gap_gmp")([average(name="gap")(x), maximum(name="gmp")(x)])
 
 
 def average_models(models, frames: int, coeffs: int):

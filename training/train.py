@@ -59,6 +59,8 @@ class TrainSettings:
     """Network: cnn1d, cnn2d or dscnn (training.network)."""
     width: int = 16
     """Base number of filters."""
+    pooling: str = "avg"
+    """avg, or avgmax: the last feature maps' average and maximum over time (training.network)."""
     dropout: float = 0.3
     """Dropout before the last layer."""
     epochs: int = 5
@@ -100,6 +102,13 @@ class TrainSettings:
 
     def check(self) -> None:
         """Refuse combinations that would fail only after the features are extracted."""
+        from training.network import ARCHITECTURES, POOLINGS
+
+        if self.arch not in ARCHITECTURES or self.pooling not in POOLINGS:
+            raise ValueError(
+                f"arch={self.arch!r} pooling={self.pooling!r}: arch must be one of {', '.join(ARCHITECTURES)} "
+                f"and pooling one of {', '.join(POOLINGS)}"
+            )
         if self.class_weights not in CLASS_WEIGHTS:
             raise ValueError(f"class_weights={self.class_weights!r} is not one of {', '.join(CLASS_WEIGHTS)}")
         if tuple(self.vtlp_range) != (1.0, 1.0) and (self.n_ceps != self.n_mels or self.lifter):
@@ -382,7 +391,7 @@ def train(
     for member in range(settings.ensemble):
         seed = settings.seed + member
         _configure_tensorflow(seed, threads)
-        model = build_model(settings.arch, frames, coeffs, len(EMOTIONS), settings.width, settings.dropout)
+        model = build_model(settings.arch, frames, coeffs, len(EMOTIONS), settings.width, settings.dropout, settings.pooling)
         if model.count_params() * settings.ensemble > MAX_PARAMS:
             raise ValueError(
                 f"{settings.ensemble} x the {settings.arch} network has {model.count_params() * settings.ensemble} parameters, more than the {MAX_PARAMS} allowed"
