@@ -216,7 +216,10 @@ def write_card(path: Path, contract: ModelContract, report: dict) -> None:
         f"own frontend (`edge.frontend`, {contract.frontend.n_mels} mel filters, 25 ms frames every 10 ms), "
         f"normalised `{contract.normalization.kind}`; a new window every {contract.hop_s:g} s.",
         f"- Output: probabilities over {', '.join(contract.labels)}.",
-        f"- A clip's verdict is the mean over its speech windows. Network `{s['arch']}`, {m['parameters']} parameters, "
+        f"- A clip's verdict is the mean over its speech windows. Network `{s['arch']}`"
+        + (f" with `{s['pooling']}` pooling" if "pooling" in s else "")
+        + (f", {s['ensemble']} of them averaged" if s.get("ensemble", 1) > 1 else "")
+        + f", {m['parameters']} parameters, "
         f"{m['size_bytes'] / 1024:.0f} KB int8, {m['latency_ms_per_window_1_thread']:.2f} ms per window on one core of the build machine.",
         "",
         "## Data and speakers",
@@ -229,8 +232,13 @@ def write_card(path: Path, contract: ModelContract, report: dict) -> None:
     for role in (TRAIN, VALIDATION, TEST):
         d = data[role]
         lines.append(f"| {role} | {', '.join(d['speakers']) or '-'} | {', '.join(f'{k} {v}' for k, v in d['clips'].items()) or '-'} |")
+    weights = {
+        "corpus": "Labels were weighted to count equally within each corpus, each corpus keeping its share of the windows.",
+        "global": "Labels were weighted to count equally over all training windows.",
+    }.get(str(s.get("class_weights", "global")).lower().replace("true", "global"), "Labels were not weighted.")
     lines += [
         "",
+        weights,
         "TESS has two speakers only (both female, reading the same words): YAF is held out, OAF trains. "
         "RAVDESS actors 21-24 and SAVEE speaker KL were never available here and are kept for an independent evaluation.",
         f"Training clips were augmented ({s['augment_variants']} copies each: white, coloured and in-car noise at "

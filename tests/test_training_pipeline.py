@@ -226,6 +226,7 @@ def test_smoke_train_convert_classify(clips, tmp_path):
     assert contract.training_data["split"][VALIDATION]["speakers"] == ["ravdess_17"]
     card = (out.parent / "MODEL_CARD.md").read_text()
     assert "ravdess_17" in card and "CC BY-NC-SA 4.0" in card
+    assert "`cnn1d` with `avgmax` pooling" in card and "equally within each corpus" in card
 
     model = Model(out)
     result = StreamingClassifier(model).classify_file(subset[-1].path)
