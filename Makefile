@@ -26,7 +26,7 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-model: setup  ## train and convert the shipped model from $(DATA) (28 minutes on 2 cores from an empty cache; see training/README.md)
+model: setup  ## train and convert the shipped model from $(DATA) (25 minutes on 2 cores from an empty cache; see training/README.md)
 	$(PY) -m training train --data $(DATA) --out runs/model && $(PY) -m convert runs/model --data $(DATA) --reports training/reports
 
 clean:

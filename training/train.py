@@ -59,7 +59,7 @@ class TrainSettings:
     """Network: cnn1d, cnn2d or dscnn (training.network)."""
     width: int = 16
     """Base number of filters."""
-    pooling: str = "avg"
+    pooling: str = "avgmax"
     """avg, or avgmax: the last feature maps' average and maximum over time (training.network)."""
     dropout: float = 0.3
     """Dropout before the last layer."""
@@ -71,7 +71,7 @@ class TrainSettings:
     """Peak learning rate of Adam; decays with a cosine to zero."""
     label_smoothing: float = 0.1
     """Label smoothing of the cross-entropy."""
-    class_weights: str = "global"
+    class_weights: str = "corpus"
     """none; global: weight each label inversely to its share of the training windows; corpus: the same
     within each corpus, each corpus keeping its share (calm, in RAVDESS only, then no longer outweighs
     RAVDESS's scarce neutral because SAVEE and TESS have plenty of neutral)."""
