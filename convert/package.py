@@ -232,10 +232,13 @@ def write_card(path: Path, contract: ModelContract, report: dict) -> None:
     for role in (TRAIN, VALIDATION, TEST):
         d = data[role]
         lines.append(f"| {role} | {', '.join(d['speakers']) or '-'} | {', '.join(f'{k} {v}' for k, v in d['clips'].items()) or '-'} |")
+    class_weights = s.get("class_weights", "global")
+    if isinstance(class_weights, bool):  # runs from before the per-corpus choice
+        class_weights = "global" if class_weights else "none"
     weights = {
         "corpus": "Labels were weighted to count equally within each corpus, each corpus keeping its share of the windows.",
         "global": "Labels were weighted to count equally over all training windows.",
-    }.get(str(s.get("class_weights", "global")).lower().replace("true", "global"), "Labels were not weighted.")
+    }.get(class_weights, "Labels were not weighted.")
     lines += [
         "",
         weights,
