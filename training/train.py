@@ -25,6 +25,7 @@ from training.augment import AugmentSettings, vtlp_matrices
 from training.corpora import Clip
 from training.features import ClipFeatures, extract
 from training.metrics import clip_probs, scores_by_corpus
+from training.network import ARCHITECTURES, POOLINGS, average_models, build_model
 from training.split import TEST, TRAIN, VALIDATION, Split
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,6 @@ class TrainSettings:
 
     def check(self) -> None:
         """Refuse combinations that would fail only after the features are extracted."""
-        from training.network import ARCHITECTURES, POOLINGS
-
         if self.arch not in ARCHITECTURES or self.pooling not in POOLINGS:
             raise ValueError(
                 f"arch={self.arch!r} pooling={self.pooling!r}: arch must be one of {', '.join(ARCHITECTURES)} "
@@ -339,7 +338,6 @@ def train(
     """Train, score the float model per clip on validation and test speakers, and write the run folder."""
     import keras
 
-    from training.network import average_models, build_model
     from training.plots import plot_confusion, plot_curves
 
     settings.check()
