@@ -151,23 +151,21 @@ def condition_features(clips, contract, snrs, noise: CarNoise):
 
 
 def predictors(int8: Path, keras_path: Path) -> tuple[dict, dict, dict]:
-    """{variant: predict(windows) -> probs in EMOTIONS order}, {variant: file size in bytes} and {variant: file}."""
+    """{variant: predict(windows) -> probs in the contract's label order}, {variant: file size in bytes} and {variant: file}."""
     import keras
 
-    from edge.model import EMOTIONS, Model
+    from edge.model import Model
 
     contract = read_contract(int8)
     float_path, dynamic_path = tflite_twin(int8, keras_path, "float32"), tflite_twin(int8, keras_path, "dynamic")
     net = keras.models.load_model(keras_path, compile=False)
     shape = tuple(int(d) for d in net.input_shape[1:])
-    order = [EMOTIONS.index(label) for label in contract.labels]
 
     def keras_predict(windows: np.ndarray) -> np.ndarray:
         x = contract.normalization.apply(windows).reshape((-1, *shape))
-        probs = np.zeros((len(x), len(EMOTIONS)), dtype=np.float32)
-        if len(x):
-            probs[:, order] = net.predict(x, batch_size=512, verbose=0)
-        return probs
+        if not len(x):
+            return np.zeros((0, len(contract.labels)), dtype=np.float32)
+        return net.predict(x, batch_size=512, verbose=0)
 
     models = {
         "float32 TFLite": Model(float_path, threads=1),
@@ -183,7 +181,7 @@ def predictors(int8: Path, keras_path: Path) -> tuple[dict, dict, dict]:
 # ---------------------------------------------------------------- report
 
 
-def plot(results: dict, snrs, path: Path, title: str) -> None:
+def plot(results: dict, snrs, path: Path, title: str, n_labels: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,12 +196,14 @@ def plot(results: dict, snrs, path: Path, title: str) -> None:
         ax.plot(x, ys, styles[variant], label=variant, linewidth=1.6, markersize=5, alpha=0.9)
     ua = [100 * results[("full-int8 TFLite", s)]["all"]["ua"] for s in order]
     ax.plot(x, ua, ":", color="black", label="full-int8 TFLite, UAR")
-    corpora = [c for c in results[("full-int8 TFLite", order[0])] if c != "all"]
+    corpora = [c for c in results[("full-int8 TFLite", order[0])] if c not in ("all", "mean")]
     for corpus, colour in zip(corpora, ("#7b3294", "#008837", "#a6611a", "#5e3c99"), strict=False):
         ys = [100 * results[("full-int8 TFLite", s)][corpus]["wa"] for s in order]
         ax.plot(x, ys, "-", color=colour, linewidth=0.9, alpha=0.55, label=f"full-int8, {corpus} only")
-    ax.axhline(100 / 8, color="black", linewidth=0.8, alpha=0.5)
-    ax.annotate("chance, 8 labels", (x[-1], 100 / 8), textcoords="offset points", xytext=(0, 3), ha="right", fontsize=7, alpha=0.7)
+    ax.axhline(100 / n_labels, color="black", linewidth=0.8, alpha=0.5)
+    ax.annotate(
+        f"chance, {n_labels} labels", (x[-1], 100 / n_labels), textcoords="offset points", xytext=(0, 3), ha="right", fontsize=7, alpha=0.7
+    )
     ax.set_xticks(x, [snr_name(s) for s in order])
     ax.set_xlabel("signal-to-noise ratio on active speech (in-car noise: engine hum + road rumble)")
     ax.set_ylabel("accuracy on validation clips (%)")
@@ -255,15 +255,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
-    from edge.model import EMOTIONS
-    from training.corpora import load_data
-    from training.train import evaluate_clips, window_set
+    from training.corpora import corpus_labels, label_order, load_data
+    from training.train import evaluate_clips
+    from training.windows import window_set
 
     env = environment()
     int8, keras_path = resolve_model(args.model), resolve_keras(args.keras)
     contract = read_contract(int8)
     speakers, where = validation_speakers(contract)
-    clips = [c for c in load_data(check_data(args.data)) if c.speaker in speakers]
+    every = load_data(check_data(args.data))
+    per_corpus = {**corpus_labels(every), **{k: tuple(v) for k, v in contract.training_data.get("corpus_labels", {}).items()}}
+    clips = [c for c in every if c.speaker in speakers and c.label in contract.labels]
     if not clips:
         raise BenchError(f"none of the validation speakers ({', '.join(speakers)}) is in {args.data}")
     if args.max_clips and len(clips) > args.max_clips:
@@ -276,9 +278,9 @@ def run(args) -> int:
     features = condition_features(clips, contract, SNRS_DB, CarNoise(CACHE / "car_noise_eval"))
     results, top1 = {}, {}
     for snr in SNRS_DB:
-        ws = window_set(features[snr], contract.frontend, contract.window_s, contract.hop_s, speech_only=False)
+        ws = window_set(features[snr], contract.frontend, contract.window_s, contract.hop_s, contract.labels, contract.speech)
         for variant in VARIANTS:
-            per_clip, scores = evaluate_clips(predict[variant], ws)
+            per_clip, scores = evaluate_clips(predict[variant], ws, contract.labels, per_corpus)
             results[(variant, snr)] = scores
             top1[(variant, snr)] = per_clip.argmax(axis=1)
         log.info("%s: %s", snr_name(snr), ", ".join(f"{v} {results[(v, snr)]['all']['wa']:.3f}" for v in VARIANTS))
@@ -305,7 +307,7 @@ def run(args) -> int:
         ["model", "file", "size bytes", "accuracy", "unweighted average recall", "top-1 agreement with float Keras"], rows
     )
 
-    corpora = [k for k in results[("float Keras", None)] if k != "all"]
+    corpora = [k for k in results[("float Keras", None)] if k not in ("all", "mean")]
     corpus_rows = [
         [variant, *[f"{100 * results[(variant, None)][c]['wa']:.1f} / {100 * results[(variant, None)][c]['ua']:.1f}" for c in corpora]]
         for variant in VARIANTS
@@ -334,11 +336,11 @@ def run(args) -> int:
 
     plot_path = Path(args.plot)
     title = f"{int8.stem}: accuracy in car noise, {len(clips)} clips of {len(speakers)} validation speakers"
-    plot(results, SNRS_DB, plot_path, title)
+    plot(results, SNRS_DB, plot_path, title, len(contract.labels))
 
     int8_size, float_size = sizes["full-int8 TFLite"], sizes["float32 TFLite"]
     drop = 100 * (results[("float Keras", None)]["all"]["wa"] - results[("full-int8 TFLite", None)]["all"]["wa"])
-    labels_present = sorted({c.label for c in clips}, key=EMOTIONS.index)
+    labels_present = label_order(c.label for c in clips)
     lines = [
         "## Accuracy",
         "",

@@ -143,7 +143,7 @@ def stream_worker(spec: dict) -> dict:
     model = Model(spec["model"], threads=int(spec["threads"]), runtime=spec["runtime"])
     load_ms = (clock() - load0) / 1e6
     classifier = StreamingClassifier(model)
-    policy = Policy()
+    policy = Policy(labels=model.labels)
     chunk = int(round(rate * spec["chunk_ms"] / 1000))
     n_chunks = audio.size // chunk
     # Columns: end to end, the five stages, windows completed, speech windows.

@@ -14,6 +14,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from edge.pcm import int16_to_float
+
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".mp3", ".opus", ".au", ".w64", ".caf")
@@ -91,7 +93,7 @@ def check_signal(data: np.ndarray, rate: int, name: str = "audio") -> tuple[np.n
     elif x.ndim != 1:
         raise AudioError(f"{name}: expected mono or multichannel samples, got an array of shape {x.shape}")
     if x.dtype == np.int16:
-        x = x.astype(np.float32) / 32768.0
+        x = int16_to_float(x)
     x = x.astype(np.float32, copy=False)
     if rate <= 0:
         raise AudioError(f"{name}: invalid sample rate {rate}")

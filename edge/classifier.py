@@ -19,9 +19,10 @@ import numpy as np
 
 from edge.audio import AudioError, check_signal, read_audio
 from edge.frontend import Frontend, FrontendSettings, StreamingFrontend
-from edge.model import EMOTIONS, Model
+from edge.model import Model, probs_dict
+from edge.pcm import int16_to_float
 from edge.resample import Resampler
-from edge.speech import SpeechDetector, SpeechSettings
+from edge.speech import SpeechDetector, SpeechSettings, window_has_speech
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +40,24 @@ class WindowResult:
     end_s: float
     """Window end in seconds (start of the last frame plus its length)."""
     probs: np.ndarray
-    """Probability per label, in EMOTIONS order."""
+    """Probability per label, in ``labels`` order."""
     speech: bool
     """Whether the window held enough speech to be worth a verdict."""
     speech_ratio: float
     """Share of the window's frames that the speech detector marked as speech."""
+    labels: tuple[str, ...]
+    """The model's labels (its contract's order)."""
 
     @property
     def label(self) -> str:
-        return EMOTIONS[int(np.argmax(self.probs))]
+        return self.labels[int(np.argmax(self.probs))]
 
     def to_dict(self) -> dict:
         return {
             "start_s": round(self.start_s, 3),
             "end_s": round(self.end_s, 3),
             "label": self.label,
-            "probs": probs_dict(self.probs),
+            "probs": probs_dict(self.probs, self.labels),
             "speech": self.speech,
         }
 
@@ -64,22 +67,36 @@ class ClipResult:
     """The verdict on a whole clip: the mean over its speech windows."""
 
     probs: np.ndarray
+    """Probability per label: the mean over the speech windows (all windows if none held speech)."""
     duration_s: float
+    """Length of the clip in seconds."""
     speech: bool
+    """Whether any window held speech."""
     windows: tuple[WindowResult, ...]
+    """Every window's verdict, in order."""
+    labels: tuple[str, ...]
+    """The model's labels (its contract's order)."""
 
     @property
     def label(self) -> str:
-        return EMOTIONS[int(np.argmax(self.probs))]
+        return self.labels[int(np.argmax(self.probs))]
+
+    @property
+    def top_prob(self) -> float:
+        return float(np.max(self.probs))
 
     def to_dict(self, path: str | None = None) -> dict:
         out = {} if path is None else {"path": path}
-        out.update(label=self.label, probs=probs_dict(self.probs), duration_s=round(self.duration_s, 3), speech=self.speech)
+        out.update(label=self.label, probs=probs_dict(self.probs, self.labels), duration_s=round(self.duration_s, 3), speech=self.speech)
         return out
 
 
-def probs_dict(probs: np.ndarray) -> dict[str, float]:
-    return {label: round(float(p), 4) for label, p in zip(EMOTIONS, probs, strict=True)}
+def clip_probs(window_probs: np.ndarray, speech: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A clip's verdict from its windows: the mean over the speech windows, or over all windows
+    when none holds speech; and whether any did. The device, training and evaluation all use it."""
+    window_probs, speech = np.asarray(window_probs), np.asarray(speech, dtype=bool)
+    chosen = window_probs[speech] if speech.any() else window_probs
+    return chosen.mean(axis=0), bool(speech.any())
 
 
 def make_windows(frames: np.ndarray, window_frames: int, hop_frames: int, pad: bool = True) -> np.ndarray:
@@ -132,14 +149,20 @@ class StreamingClassifier:
     """Feed audio chunks of any size; get a WindowResult for every window they complete."""
 
     def __init__(self, model: Model | None = None, speech: SpeechSettings | None = None) -> None:
+        """``speech`` overrides the speech gate the model's contract names (the one it was trained with)."""
         self.model = model if model is not None else Model()
         c = self.model.contract
+        self.labels = c.labels
         self.frontend_settings = c.frontend
         self.window_frames = c.window_frames
         self.hop_frames = c.hop_frames
         self._frontend = StreamingFrontend(c.frontend)
-        self._speech = SpeechDetector(c.frontend, speech)
+        self._speech = SpeechDetector(c.frontend, speech or c.speech)
         self.reset()
+
+    @property
+    def speech_settings(self) -> SpeechSettings:
+        return self._speech.settings
 
     def reset(self) -> None:
         """Clear every buffer and counter; the next chunk starts a new stream at 0 s."""
@@ -165,7 +188,7 @@ class StreamingClassifier:
         """Add a chunk (int16, or float in [-1, 1]) at ``sample_rate_hz``; return completed windows."""
         audio = np.asarray(chunk)
         if audio.dtype == np.int16:
-            audio = audio.astype(np.float32) / 32768.0  # int16 full scale is 2**15
+            audio = int16_to_float(audio)
         elif not np.issubdtype(audio.dtype, np.floating):
             raise TypeError(f"audio chunks must be int16 or float32, got {audio.dtype}")
         if audio.ndim != 1:
@@ -178,11 +201,19 @@ class StreamingClassifier:
             )
         return self._consume(self._resampler.process(audio))
 
-    def flush(self) -> list[WindowResult]:
-        """End of stream: let the resampler's tail through (windows still need full length)."""
+    def flush(self, pad_short: bool = False) -> list[WindowResult]:
+        """End of stream: let the resampler's tail through (windows still need full length).
+
+        With ``pad_short``, a stream too short for even one window is repeated end to end to
+        fill one (``make_windows``' padding, as training pads short clips) and classified.
+        """
         if self._resampler is None:
             return []
-        return self._consume(self._resampler.flush())
+        results = self._consume(self._resampler.flush())
+        if pad_short and self._next_window == 0 and len(self._frames):
+            window = make_windows(self._frames, self.window_frames, self.hop_frames)
+            results = self._results(window, [0], [float(self._flags.mean())])
+        return results
 
     def _consume(self, audio16k: np.ndarray) -> list[WindowResult]:
         mfcc, log_energy = self._frontend.process(audio16k)
@@ -216,14 +247,14 @@ class StreamingClassifier:
         s = self.frontend_settings
         probs = self.model.predict(windows)
         span = (self.window_frames - 1) * s.hop_samples + s.win_samples
-        min_ratio = self._speech.settings.min_speech_ratio
         return [
             WindowResult(
                 start_s=start * s.hop_samples / s.sample_rate_hz,
                 end_s=(start * s.hop_samples + span) / s.sample_rate_hz,
                 probs=p,
-                speech=ratio >= min_ratio and ratio > 0,
+                speech=window_has_speech(ratio, self._speech.settings),
                 speech_ratio=ratio,
+                labels=self.labels,
             )
             for start, p, ratio in zip(starts, probs, ratios, strict=True)
         ]
@@ -232,7 +263,7 @@ class StreamingClassifier:
         """Classify a whole clip through the streaming path, then average its speech windows.
 
         Starts from a clean state and leaves one behind. A clip shorter than one window
-        is repeated to fill it (``make_windows``); one shorter than MIN_CLIP_S is refused
+        is repeated to fill it (``flush(pad_short=True)``); one shorter than MIN_CLIP_S is refused
         with an AudioError naming it (``name``). When no window holds speech, the average
         is over all windows and ``speech`` is False.
         """
@@ -242,29 +273,14 @@ class StreamingClassifier:
                 f"{name}: the clip lasts {x.size / rate * 1000:.0f} ms; at least {MIN_CLIP_S:g} s of audio is needed to classify it"
             )
         self.reset()
-        resampled = -(-x.size * self.frontend_settings.sample_rate_hz // rate)  # ceil, as the resampler's flush
-        if resampled < self._span_samples():
-            # Too short for one window: keep every frame so it can be padded the way training pads.
-            self._resampler = Resampler(rate, self.frontend_settings.sample_rate_hz)
-            audio16k = np.concatenate((self._resampler.process(x), self._resampler.flush()))
-            mfcc, log_energy = self._frontend.process(audio16k)
-            flags = self._speech.process(log_energy)
-            windows = make_windows(mfcc, self.window_frames, self.hop_frames)
-            results = self._results(windows, [0], [float(flags.mean())])
-        else:
-            results = self.process(x, rate) + self.flush()
-        duration = x.size / rate
-        self.reset()
-        speech = [r for r in results if r.speech]
-        chosen = speech or results
-        probs = np.mean([r.probs for r in chosen], axis=0)
-        return ClipResult(probs=probs, duration_s=duration, speech=bool(speech), windows=tuple(results))
+        try:
+            results = self.process(x, rate) + self.flush(pad_short=True)
+        finally:
+            self.reset()
+        probs, speech = clip_probs([r.probs for r in results], [r.speech for r in results])
+        return ClipResult(probs=probs, duration_s=x.size / rate, speech=speech, windows=tuple(results), labels=self.labels)
 
     def classify_file(self, path: str) -> ClipResult:
         """Read a file (any rate, any channels) and classify it; raises AudioError if unusable."""
         x, rate = read_audio(path)
         return self.classify_clip(x, rate, str(path))
-
-    def _span_samples(self) -> int:
-        s = self.frontend_settings
-        return (self.window_frames - 1) * s.hop_samples + s.win_samples

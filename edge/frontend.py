@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.pcm import int16_to_float
+
 WINDOWS = ("hamming", "hann", "rectangular")
 _RFFT_OUT = int(np.__version__.split(".")[0]) >= 2  # numpy.fft functions take out= since 2.0
 
@@ -148,7 +150,8 @@ def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
     return d
 
 
-def _window(settings: FrontendSettings) -> np.ndarray:
+def analysis_window(settings: FrontendSettings) -> np.ndarray:
+    """The frame window (hamming, hann or rectangular) of ``win_samples`` samples, float64."""
     n = settings.win_samples
     if settings.window == "hamming":
         return np.hamming(n)
@@ -166,7 +169,7 @@ class Frontend:
     def __init__(self, settings: FrontendSettings | None = None) -> None:
         self.settings = settings or FrontendSettings()
         s = self.settings
-        self._window = _window(s)
+        self._window = analysis_window(s)
         # One matrix gives the mel energies and, in its last column, the frame's total energy;
         # psf's 1/n_fft power scaling is folded in, so the spectrum is used as |X|^2 directly.
         fbank_t = mel_filterbank(s).T  # (bins, mels)
@@ -299,7 +302,7 @@ def _as_signal(signal: np.ndarray) -> np.ndarray:
     if x.ndim != 1:
         raise ValueError(f"the frontend takes mono audio as a 1-D array, got shape {x.shape}")
     if x.dtype == np.int16:
-        return x.astype(np.float64) / 32768.0  # int16 full scale is 2**15
+        return int16_to_float(x).astype(np.float64)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"audio must be int16 or float samples, got {x.dtype}")
     return x.astype(np.float64, copy=False)

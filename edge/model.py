@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,13 +24,16 @@ import numpy as np
 
 from edge.frontend import FrontendSettings
 from edge.runtime import load_interpreter
+from edge.speech import SpeechSettings
 
 log = logging.getLogger(__name__)
 
-EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 CONTRACT_FORMAT = "ser-edge-model/1"
 DEFAULT_MODEL = "ser_cnn_int8"  # edge/models/<name>.tflite and .json
 NORMALIZATIONS = ("none", "window", "global")
+# A label becomes an MQTT payload, a Home Assistant option, a config table name and a CSS-safe
+# key on the page: letters (any script), digits, '_' and '-', at most 32 characters.
+LABEL = re.compile(r"^[^\W\d][\w-]{0,31}$")
 
 
 class ModelError(ValueError):
@@ -96,6 +100,14 @@ def _numbers(values, what: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _speech(data: dict) -> SpeechSettings:
+    known = {f.name for f in dataclasses.fields(SpeechSettings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown speech settings: {', '.join(unknown)}")
+    return SpeechSettings(**{k: float(v) for k, v in data.items()})
+
+
 def _object(data: dict, key: str, default: dict | None = None) -> dict:
     """The JSON object under ``key`` (``default`` when absent, KeyError when required)."""
     value = data[key] if default is None else data.get(key, default)
@@ -118,6 +130,8 @@ class ModelContract:
     output: TensorSpec
     sha256: str
     normalization: Normalization = Normalization()
+    speech: SpeechSettings = SpeechSettings()
+    """The speech gate the model was trained and evaluated with; the device uses it unless told otherwise."""
     name: str = DEFAULT_MODEL
     training_data: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -153,6 +167,7 @@ class ModelContract:
                 output=TensorSpec.from_dict(_object(data, "output")),
                 sha256=str(data["sha256"]),
                 normalization=Normalization.from_dict(_object(data, "normalization", {})),
+                speech=_speech(_object(data, "speech", {})),
                 name=str(data.get("name", DEFAULT_MODEL)),
                 training_data=_object(data, "training_data", {}),
                 metrics=_object(data, "metrics", {}),
@@ -168,9 +183,12 @@ class ModelContract:
         return contract
 
     def validate(self, where: str = "model JSON") -> None:
-        unknown = [label for label in self.labels if label not in EMOTIONS]
-        if unknown or len(set(self.labels)) != len(self.labels) or not self.labels:
-            raise ModelError(f"{where}: labels must be distinct names from {', '.join(EMOTIONS)}; got {list(self.labels)}")
+        bad = [label for label in self.labels if not isinstance(label, str) or not LABEL.match(label)]
+        if bad or len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
+            raise ModelError(
+                f"{where}: labels must be at least two distinct names of letters, digits, '_' or '-' "
+                f"(starting with a letter, at most 32 characters); got {list(self.labels)}"
+            )
         if self.normalization.kind not in NORMALIZATIONS:
             raise ModelError(f"{where}: normalization kind must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization.kind!r}")
         n_ceps = self.frontend.n_ceps
@@ -193,6 +211,11 @@ class ModelContract:
                 raise ModelError(f"{where}: {name} dtype {spec.dtype} is not int8, uint8 or float32")
             if spec.dtype != "float32" and spec.scale <= 0:
                 raise ModelError(f"{where}: {name} is {spec.dtype} but has no quantization scale")
+
+
+def probs_dict(probs, labels) -> dict[str, float]:
+    """{label: probability rounded to 4 places}, in the model's order: how results are shown and sent."""
+    return {label: round(float(p), 4) for label, p in zip(labels, probs, strict=True)}
 
 
 def _squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -266,7 +289,6 @@ class Model:
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
         self._check_tensors()
-        self._labels_index = [EMOTIONS.index(label) for label in self.contract.labels]
 
     def _check_tensors(self) -> None:
         c = self.contract
@@ -286,16 +308,15 @@ class Model:
         return self.contract.labels
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Probabilities over EMOTIONS for MFCC windows of shape (n, frames, coefficients).
+        """Probabilities over ``labels`` (the contract's order) for MFCC windows of shape (n, frames, coefficients).
 
         Normalises with the contract's method, quantises with the input tensor's own scale
         and zero point (q = round(x / scale) + zero_point, as the converter calibrated them),
         invokes once per window, and dequantises the output the same way.
-        Labels the model lacks get probability 0.
         """
         x = self.contract.normalization.apply(windows)
         spec_in, spec_out = self.contract.input, self.contract.output
-        probs = np.zeros((x.shape[0], len(EMOTIONS)), dtype=np.float32)
+        probs = np.zeros((x.shape[0], len(self.contract.labels)), dtype=np.float32)
         for i in range(x.shape[0]):
             tensor = x[i].reshape(spec_in.shape)
             if spec_in.dtype != "float32":
@@ -306,5 +327,5 @@ class Model:
             out = self.interpreter.get_tensor(self._out["index"]).reshape(-1)
             if spec_out.dtype != "float32":
                 out = spec_out.scale * (out.astype(np.float32) - spec_out.zero_point)
-            probs[i, self._labels_index] = out
+            probs[i] = out
         return probs

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.frontend import FrontendSettings
+from edge.frontend import FrontendSettings, analysis_window
 
 LN_TO_DB = 10.0 / math.log(10.0)  # natural-log power to decibels
 
@@ -42,12 +42,24 @@ class SpeechSettings:
             raise ValueError("margin_db and floor_rise_db_per_s must not be negative")
 
 
+def window_has_speech(ratio, settings: SpeechSettings):
+    """Whether windows hold speech, from their share of speech frames: at least ``min_speech_ratio``
+    and at least one frame (a ratio of 0 is never speech, even with min_speech_ratio = 0).
+
+    The one rule for the device, training's choice of windows and the clip-level evaluation;
+    a float gives a bool, an array an array of bools.
+    """
+    r = np.asarray(ratio, dtype=np.float64)
+    has = (r >= settings.min_speech_ratio) & (r > 0)
+    return bool(has) if has.ndim == 0 else has
+
+
 class SpeechDetector:
     """Stateful per-frame speech decisions from the frontend's log energies."""
 
     def __init__(self, frontend: FrontendSettings, settings: SpeechSettings | None = None) -> None:
         self.settings = settings or SpeechSettings()
-        window = {"hamming": np.hamming, "hann": np.hanning}.get(frontend.window, np.ones)(frontend.win_samples)
+        window = analysis_window(frontend)
         # The frontend's energy is sum(|rfft|^2)/n_fft over half the spectrum, about
         # 0.5 * sum((w*x)^2) (Parseval). For a signal of RMS r that is 0.5 * sum(w^2) * r^2, so
         # dividing by 0.5 * sum(w^2) turns it into mean square re full scale.

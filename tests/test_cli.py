@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from edge.model import EMOTIONS
+from tiny_model import EMOTIONS
 
 KEYS = ["path", "label", "probs", "duration_s", "speech"]
 

@@ -307,6 +307,34 @@ def test_bad_settings_exit_2_with_one_sentence_and_nothing_started(args, message
     assert proc.stdout == ""
 
 
+def test_an_alert_rule_for_a_label_the_model_lacks_is_refused_but_a_default_one_is_left_out(tmp_path, tiny_model_path, data_dir):
+    from tiny_model import build_tiny_model
+
+    config = tmp_path / "config.toml"
+    config.write_text("[policy.alerts.frustrated]\nhold_s = 2.0\n")
+    proc = subprocess.run(
+        edge_cmd("run", "--config", str(config), "--model", str(tiny_model_path), "--source", "-"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    lines = [line for line in proc.stderr.splitlines() if "XNNPACK" not in line]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "[policy.alerts.frustrated] names a label the model does not have; its labels are neutral, calm" in lines[0]
+    # A model without fearful: the default rule for fearful is left out, and the service runs.
+    four = build_tiny_model(tmp_path / "four", name="four", labels=("neutral", "happy", "sad", "angry"))
+    daemon = build(
+        ServiceSettings(audio=SourceSettings(source=str(data_dir / CLIP)), model=settings_from_dict({"model": {"path": str(four)}}).model)
+    )
+    try:
+        assert sorted(r.emotion for r in daemon.policy.settings.rules) == ["angry", "sad"]
+    finally:
+        daemon.source.close()
+        daemon.outputs.close()
+
+
 def test_build_refuses_a_missing_model_before_opening_anything(data_dir):
     from edge.model import ModelError
 
@@ -361,7 +389,7 @@ class ResumableSink(ListSink):
 
 
 def _daemon_with_active_alerts(tiny_model_path, data_dir, emotions):
-    from edge.model import EMOTIONS
+    from tiny_model import EMOTIONS
 
     policy = PolicySettings(smoothing_windows=1, rules=tuple(AlertRule(e, threshold=0.3, hold_s=0.0, hysteresis=0.1) for e in emotions))
     daemon, (old,) = make_daemon(tiny_model_path, data_dir / CLIP, policy=policy)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from tiny_model import EMOTIONS
 
-from edge.model import EMOTIONS
 from edge.service.policy import AlertRule, Policy, PolicySettings
 
 HOP_S = 0.5
@@ -52,7 +53,7 @@ ONE_RULE = PolicySettings(smoothing_windows=1, rules=(AlertRule("angry", thresho
 
 
 def test_sustained_anger_alerts_once_after_the_hold_and_ends_after_release():
-    policy = Policy(ONE_RULE)
+    policy = Policy(ONE_RULE, EMOTIONS)
     events = policy.process_all(stream([(2.0, CALM), (10.0, ANGRY), (5.0, CALM)]))
     alerts, ends = of_type(events, "alert"), of_type(events, "alert_end")
     assert len(alerts) == 1 and len(ends) == 1
@@ -66,24 +67,24 @@ def test_sustained_anger_alerts_once_after_the_hold_and_ends_after_release():
 
 
 def test_anger_shorter_than_the_hold_never_alerts():
-    events = Policy(ONE_RULE).process_all(stream([(2.5, ANGRY), (1.0, CALM), (2.5, ANGRY), (5.0, CALM)]))
+    events = Policy(ONE_RULE, EMOTIONS).process_all(stream([(2.5, ANGRY), (1.0, CALM), (2.5, ANGRY), (5.0, CALM)]))
     assert of_type(events, "alert") == []
 
 
 def test_hysteresis_keeps_an_alert_through_a_dip_above_threshold_minus_hysteresis():
     dip = probs(angry=0.4)  # below the 0.5 threshold, above 0.5 - 0.15
-    events = Policy(ONE_RULE).process_all(stream([(4.0, ANGRY), (5.0, dip), (2.0, ANGRY)]))
+    events = Policy(ONE_RULE, EMOTIONS).process_all(stream([(4.0, ANGRY), (5.0, dip), (2.0, ANGRY)]))
     assert len(of_type(events, "alert")) == 1
     assert of_type(events, "alert_end") == []
 
 
 def test_a_dip_shorter_than_release_does_not_end_the_alert():
-    events = Policy(ONE_RULE).process_all(stream([(4.0, ANGRY), (0.5, CALM), (2.0, ANGRY)]))
+    events = Policy(ONE_RULE, EMOTIONS).process_all(stream([(4.0, ANGRY), (0.5, CALM), (2.0, ANGRY)]))
     assert len(of_type(events, "alert")) == 1 and of_type(events, "alert_end") == []
 
 
 def test_cooldown_blocks_a_new_alert_for_the_same_emotion_then_allows_it():
-    policy = Policy(ONE_RULE)
+    policy = Policy(ONE_RULE, EMOTIONS)
     # Alert at 3.5 s, ends at 6.5 s (calm from 5.5 s + 1 s release); cooldown 20 s -> until 26.5 s.
     events = policy.process_all(stream([(5.0, ANGRY), (2.0, CALM), (10.0, ANGRY), (2.0, CALM), (20.0, ANGRY)]))
     alerts = of_type(events, "alert")
@@ -95,7 +96,7 @@ def test_cooldown_blocks_a_new_alert_for_the_same_emotion_then_allows_it():
 
 
 def test_silence_neither_feeds_the_smoother_nor_breaks_a_short_pause():
-    policy = Policy(PolicySettings(smoothing_windows=4, rules=(AlertRule("angry", hold_s=3.0, release_s=1.0),)))
+    policy = Policy(PolicySettings(smoothing_windows=4, rules=(AlertRule("angry", hold_s=3.0, release_s=1.0),)), EMOTIONS)
     # Anger with 2 s pauses: the pauses are ignored, the smoothed anger stays, the hold runs through them.
     events = policy.process_all(stream([(2.0, ANGRY), (2.0, None), (2.0, ANGRY)]))
     assert len(of_type(events, "alert")) == 1
@@ -104,17 +105,17 @@ def test_silence_neither_feeds_the_smoother_nor_breaks_a_short_pause():
 
 def test_one_angry_window_followed_by_silence_is_not_sustained_anger():
     """The smoothed score stands still in silence; a hold that ran out there would alert on a single shout."""
-    policy = Policy(PolicySettings(rules=(AlertRule("angry", hold_s=3.0),)))  # 6 windows smoothed, but only one heard
+    policy = Policy(PolicySettings(rules=(AlertRule("angry", hold_s=3.0),)), EMOTIONS)  # 6 windows smoothed, but only one heard
     events = policy.process_all(stream([(0.5, ANGRY), (8.0, None)]))
     assert of_type(events, "alert") == []
     # Anger that goes on after the pause still alerts, on its first speech window past the hold.
-    events = Policy(ONE_RULE).process_all(stream([(1.0, ANGRY), (4.0, None), (1.0, ANGRY)]))
+    events = Policy(ONE_RULE, EMOTIONS).process_all(stream([(1.0, ANGRY), (4.0, None), (1.0, ANGRY)]))
     assert [a["time_s"] for a in of_type(events, "alert")] == [5.5]
 
 
 def test_long_silence_resets_the_smoother_and_ends_the_alert():
     settings = PolicySettings(smoothing_windows=4, silence_s=3.0, reset_after_silence_s=10.0, rules=ONE_RULE.rules)
-    policy = Policy(settings)
+    policy = Policy(settings, EMOTIONS)
     events = policy.process_all(stream([(5.0, ANGRY), (15.0, None)]))
     assert len(of_type(events, "alert")) == 1
     ends = of_type(events, "alert_end")
@@ -125,7 +126,7 @@ def test_long_silence_resets_the_smoother_and_ends_the_alert():
 
 def test_state_changes_are_reported_once_each_and_silence_after_silence_s():
     settings = PolicySettings(smoothing_windows=1, silence_s=3.0, rules=())
-    events = Policy(settings).process_all(stream([(2.0, CALM), (2.0, ANGRY), (2.0, ANGRY), (5.0, None), (1.0, ANGRY)]))
+    events = Policy(settings, EMOTIONS).process_all(stream([(2.0, CALM), (2.0, ANGRY), (2.0, ANGRY), (5.0, None), (1.0, ANGRY)]))
     states = [(e["state"], e["time_s"]) for e in of_type(events, "state")]
     assert states == [("neutral", 0.5), ("angry", 2.5), ("silence", 9.0), ("angry", 11.5)]
     assert of_type(events, "state")[1]["probs"]["angry"] == pytest.approx(0.8)
@@ -133,12 +134,12 @@ def test_state_changes_are_reported_once_each_and_silence_after_silence_s():
 
 
 def test_only_silence_reports_the_silence_state_once_and_no_alerts():
-    events = Policy().process_all(stream([(60.0, None)]))
+    events = Policy(labels=EMOTIONS).process_all(stream([(60.0, None)]))
     assert [e["state"] for e in events] == ["silence"]
 
 
 def test_smoothing_averages_the_last_n_speech_windows():
-    policy = Policy(PolicySettings(smoothing_windows=3, rules=()))
+    policy = Policy(PolicySettings(smoothing_windows=3, rules=()), EMOTIONS)
     policy.process_all(stream([(0.5, probs(angry=0.9)), (0.5, probs(angry=0.3)), (0.5, probs(angry=0.6)), (0.5, probs(angry=0.0))]))
     # The first window has left the 3-window history: mean(0.3, 0.6, 0.0).
     assert policy.smoothed[EMOTIONS.index("angry")] == pytest.approx(0.3)
@@ -146,28 +147,28 @@ def test_smoothing_averages_the_last_n_speech_windows():
 
 def test_driver_defaults_sadness_needs_a_longer_hold_than_anger():
     sad = probs(sad=0.8)
-    events = Policy().process_all(stream([(8.0, sad)]))
+    events = Policy(labels=EMOTIONS).process_all(stream([(8.0, sad)]))
     assert of_type(events, "alert") == []  # 10 s hold for sadness
-    events = Policy().process_all(stream([(15.0, sad)]))
+    events = Policy(labels=EMOTIONS).process_all(stream([(15.0, sad)]))
     assert [a["emotion"] for a in of_type(events, "alert")] == ["sad"]
-    events = Policy().process_all(stream([(8.0, ANGRY)]))
+    events = Policy(labels=EMOTIONS).process_all(stream([(8.0, ANGRY)]))
     assert [a["emotion"] for a in of_type(events, "alert")] == ["angry"]
 
 
 def test_emotions_without_a_rule_never_alert():
-    events = Policy().process_all(stream([(120.0, probs(happy=0.95))]))
+    events = Policy(labels=EMOTIONS).process_all(stream([(120.0, probs(happy=0.95))]))
     assert of_type(events, "alert") == []
 
 
 def test_two_emotions_can_alert_independently():
     both = probs(angry=0.55, fearful=0.45)
     settings = PolicySettings(smoothing_windows=1, rules=(AlertRule("angry", 0.5, 1.0), AlertRule("fearful", 0.4, 1.0)))
-    events = Policy(settings).process_all(stream([(3.0, both)]))
+    events = Policy(settings, EMOTIONS).process_all(stream([(3.0, both)]))
     assert sorted(a["emotion"] for a in of_type(events, "alert")) == ["angry", "fearful"]
 
 
 def test_finish_ends_active_alerts_with_the_reason():
-    policy = Policy(ONE_RULE, id_prefix="x-")
+    policy = Policy(ONE_RULE, EMOTIONS, id_prefix="x-")
     events = policy.process_all(stream([(6.0, ANGRY)]))
     assert of_type(events, "alert")[0]["id"] == "x-1"
     ends = policy.finish("stopped")
@@ -176,7 +177,7 @@ def test_finish_ends_active_alerts_with_the_reason():
 
 
 def test_reconfigure_keeps_history_and_alerts_and_ends_alerts_whose_rule_is_gone():
-    policy = Policy(PolicySettings(smoothing_windows=2, rules=(AlertRule("angry", hold_s=1.0), AlertRule("sad", hold_s=1.0))))
+    policy = Policy(PolicySettings(smoothing_windows=2, rules=(AlertRule("angry", hold_s=1.0), AlertRule("sad", hold_s=1.0))), EMOTIONS)
     policy.process_all(stream([(3.0, probs(angry=0.6, sad=0.3))]))
     assert set(policy.active_alerts) == {"angry"}
     events = policy.reconfigure(PolicySettings(smoothing_windows=4, rules=(AlertRule("sad", threshold=0.2, hold_s=0.0),)))
@@ -191,9 +192,23 @@ def test_settings_refuse_impossible_values():
         AlertRule("angry", threshold=1.5)
     with pytest.raises(ValueError, match="hysteresis"):
         AlertRule("angry", threshold=0.3, hysteresis=0.3)
-    with pytest.raises(ValueError, match="not one of"):
-        AlertRule("furious")
+    with pytest.raises(ValueError, match="is not a label name"):
+        AlertRule("very angry")
     with pytest.raises(ValueError, match="smoothing_windows"):
         PolicySettings(smoothing_windows=0)
     with pytest.raises(ValueError, match="one alert rule per emotion"):
         PolicySettings(rules=(AlertRule("angry"), AlertRule("angry")))
+
+
+def test_rules_follow_the_models_labels(caplog):
+    """A model with labels of its own: its states are its labels, and a rule for a label it lacks is left out, said once."""
+    labels = ("calm", "frustrated", "bored")
+    settings = PolicySettings(smoothing_windows=1, rules=(AlertRule("frustrated", hold_s=1.0), AlertRule("angry")))
+    with caplog.at_level("WARNING"):
+        policy = Policy(settings, labels)
+    assert [r.emotion for r in policy.settings.rules] == ["frustrated"]
+    assert "alert rules for angry left out" in caplog.text
+    window = SimpleNamespace(end_s=0.0, probs=np.array([0.1, 0.8, 0.1]), speech=True)
+    events = [e for t in np.arange(0.5, 3.0, 0.5) for e in policy.process(SimpleNamespace(**{**vars(window), "end_s": t}))]
+    assert events[0]["state"] == "frustrated" and list(events[0]["probs"]) == list(labels)
+    assert any(e["type"] == "alert" and e["emotion"] == "frustrated" for e in events)

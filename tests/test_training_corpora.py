@@ -12,13 +12,20 @@ from training.corpora import (
     Clip,
     LoadReport,
     ManifestError,
+    corpus_labels,
+    corpus_of_folder,
+    labels_of,
+    load_ased,
     load_crema_d,
     load_data,
+    load_esd,
     load_manifest,
+    load_nemo,
     load_ravdess,
     load_savee,
     load_table,
     load_tess,
+    load_turev,
     save_table,
 )
 
@@ -28,7 +35,10 @@ RATE = 16000
 def _write(path: Path, seconds: float = 0.25, rate: int = RATE, fmt: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(seconds * rate)) / rate
-    sf.write(str(path), 0.1 * np.sin(2 * np.pi * 220 * t), rate, format=fmt)
+    if path.suffix == ".opus":  # the copies in ../shared/data: Ogg Opus at 16 kHz
+        sf.write(str(path), 0.1 * np.sin(2 * np.pi * 220 * t), rate, format="OGG", subtype="OPUS")
+    else:
+        sf.write(str(path), 0.1 * np.sin(2 * np.pi * 220 * t), rate, format=fmt)
     return path
 
 
@@ -154,6 +164,111 @@ def test_load_data_finds_corpora_by_folder_name_and_table_round_trips(tmp_path):
     assert load_table(tmp_path / "table.csv") == clips
 
 
+def test_nemo_names_speaker_emotion_and_take(tmp_path):
+    for name in ("EB0_anger_10", "KS0_happiness_2", "MK0_surprised_14", "WR0_sadness_4", "EB0_boredom_1", "eb0_anger_1"):
+        _write(tmp_path / f"{name}.opus")
+    _write(tmp_path / "samples" / "TP0_fear_0.wav")  # the original distribution's WAV
+    report = LoadReport()
+    clips = _by_name(load_nemo(tmp_path, report))
+    assert (clips["EB0_anger_10.opus"].label, clips["EB0_anger_10.opus"].speaker, clips["EB0_anger_10.opus"].gender) == (
+        "angry",
+        "nemo_EB0",
+        "female",
+    )
+    assert (clips["KS0_happiness_2.opus"].label, clips["KS0_happiness_2.opus"].gender) == ("happy", "male")
+    assert clips["TP0_fear_0.wav"].label == "fearful" and clips["TP0_fear_0.wav"].language == "pl"
+    assert clips["MK0_surprised_14.opus"].rate_hz == 16000 and clips["WR0_sadness_4.opus"].label == "sad"
+    assert sorted(Path(p).name for p in report.malformed["nemo"]) == ["EB0_boredom_1.opus", "eb0_anger_1.opus"]
+
+
+def test_turev_folder_and_code_agree_and_calm_is_calm(tmp_path):
+    _write(tmp_path / "Angry" / "1157_kz_acik.opus")
+    _write(tmp_path / "Calm" / "1234_sk_beste.opus")
+    _write(tmp_path / "Happy" / "7895_mt_algi.opus")
+    _write(tmp_path / "Sad" / "1984_hl_deniz.opus")
+    _write(tmp_path / "Sad" / "1984_kz_deniz.opus")  # the folder says sad, the code angry: not trusted
+    _write(tmp_path / "Calm" / "sakin.opus")
+    report = LoadReport()
+    clips = _by_name(load_turev(tmp_path, report))
+    assert {n: (c.label, c.speaker) for n, c in clips.items()} == {
+        "1157_kz_acik.opus": ("angry", "turev_1157"),
+        "1234_sk_beste.opus": ("calm", "turev_1234"),
+        "7895_mt_algi.opus": ("happy", "turev_7895"),
+        "1984_hl_deniz.opus": ("sad", "turev_1984"),
+    }
+    assert all(c.language == "tr" for c in clips.values())
+    assert sorted(Path(p).name for p in report.malformed["turev"]) == ["1984_kz_deniz.opus", "sakin.opus"]
+
+
+def test_esd_emotion_folders_with_and_without_the_train_test_level(tmp_path):
+    _write(tmp_path / "0020" / "Angry" / "0020_000351.opus")
+    _write(tmp_path / "0020" / "Surprise" / "0020_001401.opus")
+    _write(tmp_path / "0013" / "Neutral" / "train" / "0013_000021.wav")  # the original layout has train/test/evaluation
+    _write(tmp_path / "0003" / "Sad" / "evaluation" / "0003_001071.wav")  # a Mandarin speaker
+    _write(tmp_path / "0020" / "Angry" / "0020_351.opus")
+    _write(tmp_path / "0020" / "0020_000001.opus")  # no emotion folder
+    report = LoadReport()
+    clips = _by_name(load_esd(tmp_path, report))
+    assert {n: (c.label, c.speaker, c.language) for n, c in clips.items()} == {
+        "0020_000351.opus": ("angry", "esd_0020", "en"),
+        "0020_001401.opus": ("surprised", "esd_0020", "en"),
+        "0013_000021.wav": ("neutral", "esd_0013", "en"),
+        "0003_001071.wav": ("sad", "esd_0003", "zh"),
+    }
+    assert clips["0020_000351.opus"].gender == "male"
+    assert sorted(Path(p).name for p in report.malformed["esd"]) == ["0020_000001.opus", "0020_351.opus"]
+
+
+def test_ased_speaker_is_the_last_field_and_the_code_may_be_upper_case(tmp_path):
+    _write(tmp_path / "01Neutral" / "n1-01-01-01-01.opus")
+    _write(tmp_path / "02Fearful" / "f2-03-02-02-29.opus")
+    _write(tmp_path / "04Sad" / "S4-04-02-01-29.opus")  # one real file has an upper-case code
+    _write(tmp_path / "05Angry" / "a5-01-01-02-65.opus")
+    _write(tmp_path / "03Happy" / "a5-01-01-02-65.opus")  # the folder says happy, the code angry
+    _write(tmp_path / "05Angry" / "a5-01-01.opus")
+    report = LoadReport()
+    clips = _by_name(load_ased(tmp_path, report))
+    assert {(c.label, c.speaker, c.gender) for c in clips.values()} == {
+        ("neutral", "ased_01", "female"),
+        ("fearful", "ased_29", "male"),
+        ("sad", "ased_29", "female"),  # gender as the file says; identity from the speaker number
+        ("angry", "ased_65", "male"),
+    }
+    assert all(c.language == "am" for c in clips.values())
+    assert sorted(Path(p).relative_to(tmp_path).as_posix() for p in report.malformed["ased"]) == [
+        "03Happy/a5-01-01-02-65.opus",
+        "05Angry/a5-01-01.opus",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("folder", "corpus"),
+    [
+        ("nEMO", "nemo"),
+        ("nemo-main", "nemo"),
+        ("TurEV-DB", "turev"),
+        ("ESD", "esd"),
+        ("Emotional Speech Dataset", "esd"),
+        ("ASED_V1", "ased"),
+        ("based", None),
+        ("desk", None),
+    ],
+)
+def test_new_corpora_are_recognised_by_folder_name(folder, corpus):
+    assert corpus_of_folder(folder) == corpus
+
+
+def test_label_sets_come_from_the_data():
+    clips = [
+        Clip("a", "nemo", "nemo_EB0", "female", "angry"),
+        Clip("b", "nemo", "nemo_EB0", "female", "neutral"),
+        Clip("c", "turev", "turev_1157", "unknown", "calm"),
+        Clip("d", "mine", "mine_x", "unknown", "frustrated"),
+    ]
+    assert corpus_labels(clips) == {"mine": ("frustrated",), "nemo": ("neutral", "angry"), "turev": ("calm",)}
+    assert labels_of(clips) == ("neutral", "calm", "angry", "frustrated")  # the eight emotions' order, then the rest
+
+
 def test_manifest_loads_relative_paths_aliases_and_defaults(tmp_path):
     _write(tmp_path / "clips" / "a.wav")
     _write(tmp_path / "clips" / "b.flac")
@@ -171,10 +286,10 @@ def test_manifest_loads_relative_paths_aliases_and_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("path,label\nclips/a.wav,joyful\n", "row 2: unknown label 'joyful'"),
+        ("path,label\nclips/a.wav,very happy\n", "row 2: label 'very happy' is not a name"),
         ("path,label\nclips/a.wav,sad\nclips/missing.wav,sad\n", "row 3: audio file 'clips/missing.wav' not found"),
         ("path,label\nclips/a.wav\n", "row 2: expected at least path and label"),
-        ("path,label\nclips/bad.wav,sad\n", "row 2: 'clips/bad.wav' is not a readable WAV or FLAC file"),
+        ("path,label\nclips/bad.wav,sad\n", "row 2: 'clips/bad.wav' is not a readable audio file"),
     ],
 )
 def test_manifest_errors_name_row_and_value(tmp_path, body, message):
@@ -194,8 +309,13 @@ def test_manifest_missing_file():
 def test_real_shared_data_loads_completely(data_dir):
     report = LoadReport()
     clips = load_data(data_dir, report=report)
-    assert report.loaded == {"ravdess": 1200, "savee": 360, "tess": 2800}
+    assert report.loaded == {"ravdess": 1200, "savee": 360, "tess": 2800, "nemo": 2246, "turev": 1735, "esd": 500, "ased": 1674}
     assert not report.malformed and not report.unreadable
     speakers = {c.speaker for c in clips}
-    assert len(speakers) == 20 + 3 + 2
+    assert len(speakers) == 20 + 3 + 2 + 9 + 6 + 1 + 44  # 85
+    assert {c.language for c in clips} == {"en", "pl", "tr", "am"}
+    assert not any(int(s.split("_")[1]) % 3 == 0 for s in speakers if s.startswith("ased_"))  # kept for the independent evaluation
+    per_corpus = corpus_labels(clips)
+    assert per_corpus["nemo"] == ("neutral", "happy", "sad", "angry", "fearful", "surprised")
+    assert per_corpus["turev"] == ("calm", "happy", "sad", "angry") and len(per_corpus["ravdess"]) == 8
     assert sum(c.label == "surprised" and c.corpus == "tess" for c in clips) == 400  # "ps" folders

@@ -7,16 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model import EMOTIONS
 
 from edge.classifier import StreamingClassifier, clip_windows, frame_windows
 from edge.frontend import Frontend, FrontendSettings
-from edge.model import EMOTIONS, Model
+from edge.model import Model
 from training.augment import Augmenter, AugmentSettings
 from training.corpora import load_data
 from training.features import clip_audio16k, extract, frames_of
 from training.metrics import scores
 from training.split import TRAIN, VALIDATION, Split
-from training.train import TrainSettings, sample_weights, train, window_set
+from training.train import TrainSettings, sample_weights, train
+from training.windows import window_set
 
 SMALL = FrontendSettings(n_mels=26, n_ceps=13)
 
@@ -42,7 +44,7 @@ def test_window_sets_cut_the_same_windows_as_the_device_without_copying_frames(c
     """window_set keeps frames once and cuts windows on demand; they must be frame_windows' windows."""
     from edge.speech import SpeechSettings
     from training.features import ClipFeatures
-    from training.train import fit_normalization
+    from training.windows import fit_normalization
 
     wf, hf = SMALL.window_frames(2.0), SMALL.hop_frames(0.5)
     features = []
@@ -53,7 +55,7 @@ def test_window_sets_cut_the_same_windows_as_the_device_without_copying_frames(c
     features.append(ClipFeatures(short.clip, 1, short.mfcc[:120], short.speech[:120]))  # under one window: padded
     min_ratio = SpeechSettings().min_speech_ratio
     for speech_only in (False, True):
-        ws = window_set(features, SMALL, 2.0, 0.5, speech_only=speech_only)
+        ws = window_set(features, SMALL, 2.0, 0.5, EMOTIONS, speech_only=speech_only)
         expected_w, expected_r = [], []
         for f in features:
             w, r = frame_windows(f.mfcc, f.speech, wf, hf)
@@ -113,7 +115,7 @@ def test_in_car_noise_is_low_frequency(tmp_path):
 def test_scores_weighted_and_unweighted():
     truth = [0, 0, 0, 0, 1, 1]
     predicted = [0, 0, 0, 0, 0, 1]
-    s = scores(truth, predicted)
+    s = scores(truth, predicted, EMOTIONS)
     assert s["wa"] == pytest.approx(5 / 6, abs=1e-4)
     assert s["ua"] == pytest.approx((1.0 + 0.5) / 2)  # only labels present count
     assert s["recall"] == {"neutral": 1.0, "calm": 0.5}
@@ -121,8 +123,8 @@ def test_scores_weighted_and_unweighted():
 
 def test_class_weights_balance_labels(clips):
     features = extract([c for c in clips if c.speaker == "ravdess_01"], SMALL, "cache", workers=1, progress=False)
-    ws = window_set(features, SMALL, 2.0, 0.5, speech_only=True)
-    w = sample_weights(ws, TrainSettings())
+    ws = window_set(features, SMALL, 2.0, 0.5, EMOTIONS, speech_only=True)
+    w = sample_weights(ws, TrainSettings(), len(EMOTIONS))
     per_label = [w[ws.y == k].sum() for k in np.unique(ws.y)]
     assert np.allclose(per_label, per_label[0], rtol=1e-4)  # neutral has half the clips but the same total weight
 
@@ -130,7 +132,7 @@ def test_class_weights_balance_labels(clips):
 def test_class_weights_per_corpus_balance_labels_inside_each_corpus():
     """RAVDESS-like corpus with calm and half the neutral; a second corpus with plenty of neutral and no calm."""
     from training.corpora import Clip
-    from training.train import WindowSet
+    from training.windows import WindowSet
 
     labels = {"a": ["neutral"] * 2 + ["calm"] * 4 + ["angry"] * 4, "b": ["neutral"] * 12 + ["angry"] * 4}
     clips_, y, clip_index = [], [], []
@@ -144,7 +146,7 @@ def test_class_weights_per_corpus_balance_labels_inside_each_corpus():
     corpus = np.array([c.corpus for c in clips_])
     y = np.array(y)
 
-    w = sample_weights(ws, TrainSettings(class_weights="corpus"))
+    w = sample_weights(ws, TrainSettings(class_weights="corpus"), len(EMOTIONS))
     for c in ("a", "b"):
         inside = corpus == c
         totals = [w[inside & (y == k)].sum() for k in np.unique(y[inside])]
@@ -154,9 +156,9 @@ def test_class_weights_per_corpus_balance_labels_inside_each_corpus():
     calm = w[y == EMOTIONS.index("calm")].sum()
     assert neutral_a == pytest.approx(calm)
 
-    g = sample_weights(ws, TrainSettings(class_weights="global"))
+    g = sample_weights(ws, TrainSettings(class_weights="global"), len(EMOTIONS))
     assert g[y == EMOTIONS.index("calm")].sum() > 2 * g[(corpus == "a") & (y == EMOTIONS.index("neutral"))].sum()  # what "corpus" fixes
-    np.testing.assert_array_equal(sample_weights(ws, TrainSettings(class_weights="none")), np.ones(n, np.float32))
+    np.testing.assert_array_equal(sample_weights(ws, TrainSettings(class_weights="none"), len(EMOTIONS)), np.ones(n, np.float32))
     with pytest.raises(ValueError, match="class_weights='yes' is not one of none, global, corpus"):
         TrainSettings(class_weights="yes").check()
     assert TrainSettings.from_dict({"class_weights": True}).class_weights == "global"  # settings.json of older runs
@@ -189,6 +191,7 @@ def test_split_is_speaker_independent(clips):
     assert not train_speakers & set(split.validation) and not train_speakers & set(split.test)
     described = split.describe(clips)
     assert described[VALIDATION]["clips"] == {"ravdess": 240, "savee": 120, "tess": 1400}
+    assert described[TRAIN]["clips"]["ased"] == 1674 and described[TRAIN]["clips"]["nemo"] == 2246  # the new corpora train whole
 
 
 @pytest.mark.slow
@@ -207,13 +210,14 @@ def test_smoke_train_convert_classify(clips, tmp_path):
     split = Split(validation=("ravdess_17",), test=())
     report = train(subset, settings, tmp_path / "run", tmp_path / "cache", split, workers=1, threads=1, progress=False)
     assert report["data"][TRAIN]["speakers"] == ["ravdess_01", "ravdess_02"]
-    assert set(report["float"][VALIDATION]) == {"ravdess", "all"}
+    assert set(report["float"][VALIDATION]) == {"ravdess", "all", "mean"}
+    assert report["labels"] == list(EMOTIONS) and set(report["validation_ua_per_epoch"]) == {"ravdess", "mean"}
     assert (tmp_path / "run" / "confusion.png").stat().st_size > 1000
 
     # The same command gives the same model: seeds, per-clip augmentation, VTLP and mixup draws.
     again = train(subset, settings, tmp_path / "again", tmp_path / "cache", split, workers=1, threads=1, progress=False)
     assert again["float"] == report["float"]
-    first, second = (keras.models.load_model(tmp_path / d / "model.keras") for d in ("run", "again"))
+    first, second = (keras.models.load_model(tmp_path / d / "model.keras", compile=False) for d in ("run", "again"))
     for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -225,7 +229,7 @@ def test_smoke_train_convert_classify(clips, tmp_path):
     assert contract.input.dtype == "int8" and contract.output.dtype == "int8"
     assert contract.training_data["split"][VALIDATION]["speakers"] == ["ravdess_17"]
     card = (out.parent / "MODEL_CARD.md").read_text()
-    assert "ravdess_17" in card and "CC BY-NC-SA 4.0" in card
+    assert "| RAVDESS | English | 2 | 17 |" in card and "CC BY-NC-SA 4.0" in card and "Livingstone & Russo (2018)" in card
     assert "`cnn1d` with `avgmax` pooling" in card and "equally within each corpus" in card
 
     model = Model(out)
@@ -244,9 +248,9 @@ def _shipped():
 
 def test_shipped_model_meets_its_budget():
     model = _shipped()
-    assert model.path.stat().st_size <= 300 * 1024
+    assert model.path.stat().st_size <= 1024 * 1024
     m = model.contract.metrics
-    assert m["parameters"] <= 300_000
+    assert m["parameters"] <= 1_000_000
     assert m["int8_float_agreement"]["validation"] >= 0.95
     assert set(model.contract.training_data["split"][VALIDATION]["speakers"]).isdisjoint(
         model.contract.training_data["split"][TRAIN]["speakers"]
@@ -260,12 +264,13 @@ def test_shipped_model_reaches_its_stated_validation_figures(clips):
     stated = model.contract.metrics["validation"]["int8"]
     validation = set(model.contract.training_data["split"][VALIDATION]["speakers"])
     classifier = StreamingClassifier(model)
+    labels = model.labels
     chosen = [c for c in clips if c.speaker in validation]
-    predicted = [EMOTIONS.index(classifier.classify_file(c.path).label) for c in chosen]
-    truth = [EMOTIONS.index(c.label) for c in chosen]
+    predicted = [labels.index(classifier.classify_file(c.path).label) for c in chosen]
+    truth = [labels.index(c.label) for c in chosen]
     for corpus in {c.corpus for c in chosen}:
         mine = [i for i, c in enumerate(chosen) if c.corpus == corpus]
-        got = scores([truth[i] for i in mine], [predicted[i] for i in mine])
+        got = scores([truth[i] for i in mine], [predicted[i] for i in mine], labels)
         assert got["wa"] == pytest.approx(stated[corpus]["wa"], abs=0.005), corpus
         assert got["ua"] == pytest.approx(stated[corpus]["ua"], abs=0.005), corpus
 
@@ -300,7 +305,7 @@ def test_vtlp_warps_the_mel_axis_of_mfcc_frames_and_needs_every_coefficient():
 
 def test_vtlp_with_fewer_coefficients_is_refused_before_any_work(clips, tmp_path):
     settings = TrainSettings(n_mels=26, n_ceps=13)  # VTLP is on by default
-    with pytest.raises(ValueError, match=r"vtlp_range=\[0.85, 1.15\] .* n_ceps=13, n_mels=26.*vtlp_range=\[1,1\]"):
+    with pytest.raises(ValueError, match=r"vtlp_range work on the mel axis, .* n_ceps=13, n_mels=26.*vtlp_range=\[1,1\]"):
         train(clips[:4], settings, tmp_path / "run", tmp_path / "cache", Split(validation=(), test=()), progress=False)
     assert not (tmp_path / "cache").exists()  # refused before extracting anything
     TrainSettings(n_mels=26, n_ceps=13, vtlp_range=(1.0, 1.0)).check()  # off: fine
@@ -313,42 +318,3 @@ def test_settings_read_back_lists_as_tuples():
     # [-4, 4] from the command line is the default (-4.0, 4.0): the same feature-cache entries.
     given = AugmentSettings(pitch_semitones=[-4, 4])
     assert given == AugmentSettings(pitch_semitones=(-4.0, 4.0)) and json.dumps(given.to_dict()) == json.dumps(AugmentSettings().to_dict())
-
-
-def test_crossval_folds_pair_a_male_and_a_female_actor_and_keep_the_test_actors_out(clips):
-    from training.split import crossval_splits
-
-    folds = crossval_splits(clips, 3)
-    ravdess = [tuple(int(s.split("_")[1]) for s in f.validation if s.startswith("ravdess_")) for f in folds]
-    assert ravdess == [(1, 2, 7, 8, 13, 14), (3, 4, 9, 10, 17, 18), (5, 6, 11, 12, 19, 20)]
-    assert all(f.test == ("ravdess_15", "ravdess_16") and {"savee_JK", "tess_YAF"} <= set(f.validation) for f in folds)
-    with pytest.raises(ValueError, match="at least 2 folds"):
-        crossval_splits(clips, 1)
-
-
-@pytest.mark.slow
-def test_crossval_command_trains_one_network_per_fold_and_reports_the_mean(clips, tmp_path):
-    from training.__main__ import main
-    from training.corpora import save_table
-
-    rng = np.random.default_rng(1)
-    chosen = [c for a in ("01", "02", "03", "04") for c in rng.permutation([c for c in clips if c.speaker == f"ravdess_{a}"])[:8].tolist()]
-    save_table(chosen, tmp_path / "clips.csv")
-    tiny = ["n_mels=26", "n_ceps=26", "window_s=1.0", "augment_variants=0", "width=4", "epochs=1", "batch_size=16"]
-    args = [
-        "crossval",
-        "--table",
-        str(tmp_path / "clips.csv"),
-        "--folds",
-        "2",
-        "--out",
-        str(tmp_path / "cv"),
-        "--cache",
-        str(tmp_path / "cache"),
-    ]
-    assert main(args + [f"--set={s}" for s in tiny] + ["--workers", "1", "--threads", "1"]) == 0
-    report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
-    assert [f["validation"][:2] for f in report["folds"]] == [["ravdess_01", "ravdess_02"], ["ravdess_03", "ravdess_04"]]
-    assert report["settings"]["ensemble"] == 1 and (tmp_path / "cv" / "fold1" / "model.keras").exists()
-    ua = [f["float"]["validation"]["ravdess"]["ua"] for f in report["folds"]]
-    assert report["mean"]["ravdess"]["ua"] == pytest.approx(np.mean(ua), abs=1e-4)

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from tiny_model import EMOTIONS
 
 from edge.classifier import StreamingClassifier
 from edge.cli import main as cli_main
-from edge.model import EMOTIONS, Model
+from edge.model import Model
 from edge.web import app as web_app
 from edge.web.app import create_app
 from edge.web.live import LiveFeed, LiveSettings

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from tiny_model import EMOTIONS
 
 from edge.classifier import StreamingClassifier
-from edge.model import EMOTIONS, Model, shipped_model_path
+from edge.model import Model, shipped_model_path
 from edge.web.app import create_app
 from edge.web.live import LiveFeed
 from edge.web.server import serve_in_thread

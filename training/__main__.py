@@ -4,7 +4,7 @@
     explore   PNG plots and a markdown summary of the data
     features  fill the feature cache (the device's frontend over every clip and variant)
     train     train the CNN speaker-independently and score it on the held-out speakers
-    crossval  compare settings: one network per RAVDESS speaker fold, mean validation scores
+    crossval  compare settings: leave one corpus out (or RAVDESS speaker folds), mean restricted UA
 
 Then `python -m convert RUN_DIR` makes the int8 model, its contract and its card.
 """
@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
+from training.corpora import CORPORA
 
 log = logging.getLogger("training")
 
@@ -27,15 +27,20 @@ EXAMPLES = """examples:
   python -m training explore --data ../shared/data --out runs/explore
   python -m training train --data ../shared/data --out runs/model --set arch=cnn2d --set epochs=20
   python -m training train --data ../shared/data --manifest my_clips.csv --out runs/mine
-  python -m training crossval --out runs/cv-pitch --set augment.pitch_semitones=[-4,4]
+  python -m training crossval --out runs/cv-channel --set channel_db=12
+  python -m training crossval --protocol speakers --out runs/cv-ravdess
   python -m training train --out runs/fold0 --validation ravdess_01,ravdess_02,ravdess_07,ravdess_08,ravdess_13,ravdess_14 --set ensemble=1
 """
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="../shared/data", help="folder holding ravdess/, savee/, tess/, crema-d/ (original or FLAC layouts)")
+    p.add_argument(
+        "--data",
+        default="../shared/data",
+        help="folder holding the corpora in folders named ravdess, savee, tess, crema-d, nemo, turev, esd, ased (original or copied layouts)",
+    )
     p.add_argument("--manifest", action="append", default=[], help="CSV of path,label[,speaker][,corpus] for your own clips (repeatable)")
-    p.add_argument("--corpora", default="ravdess,crema_d,savee,tess", help="comma-separated corpora to use from --data")
+    p.add_argument("--corpora", default=",".join(CORPORA), help="comma-separated corpora to use from --data (default: all of them)")
     p.add_argument("--table", help="a clip table written by `load`, used instead of scanning --data")
 
 
@@ -52,7 +57,7 @@ def _clips(args):
     for line in report.lines():
         log.info("%s", line)
     if not clips:
-        raise SystemExit(f"error: no clips found in {args.data} (expected folders named like ravdess, savee, tess, crema-d)")
+        raise SystemExit(f"error: no clips found in {args.data} (expected folders named like {', '.join(CORPORA)})")
     return clips, report
 
 
@@ -91,8 +96,9 @@ def cmd_features(args) -> int:
     settings = _settings(args)
     split = Split()
     train = split.select(clips, TRAIN)
-    extract(train, settings.frontend, args.cache, tuple(range(settings.augment_variants + 1)), settings.augment, workers=args.workers)
-    extract([c for c in clips if split.role(c) != TRAIN], settings.frontend, args.cache, (0,), workers=args.workers)
+    variants = tuple(range(settings.augment_variants + 1))
+    extract(train, settings.frontend, args.cache, variants, settings.augment, settings.speech, workers=args.workers)
+    extract([c for c in clips if split.role(c) != TRAIN], settings.frontend, args.cache, (0,), None, settings.speech, workers=args.workers)
     print(f"features for {len(clips)} clips are in {args.cache}/features")
     return 0
 
@@ -131,30 +137,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_crossval(args) -> int:
-    import dataclasses
-
-    from training.split import VALIDATION, crossval_splits
-    from training.train import train
+    from training.crossval import replace_ensemble, run
 
     clips, _ = _clips(args)
-    settings = _settings(args)
-    if not any(pair.startswith("ensemble=") for pair in args.set):
-        settings = dataclasses.replace(settings, ensemble=1)  # one network per fold unless asked: folds are for comparing settings
-    splits = crossval_splits(clips, args.folds)
-    out = Path(args.out)
-    rows = []
-    for k, split in enumerate(splits):
-        print(f"fold {k + 1} of {len(splits)}: validating on {', '.join(split.validation)}", flush=True)
-        report = train(clips, settings, out / f"fold{k}", args.cache, split=split, workers=args.workers, threads=args.threads)
-        rows.append({"fold": k, "validation": list(split.validation), "float": report["float"]})
-    corpora = sorted({name for r in rows for name in r["float"][VALIDATION]})
-    mean = {name: {m: round(float(np.mean([r["float"][VALIDATION][name][m] for r in rows])), 4) for m in ("wa", "ua")} for name in corpora}
-    (out / "crossval.json").write_text(json.dumps({"settings": settings.to_dict(), "folds": rows, "mean": mean}, indent=2) + "\n")
-    print("validation UA per fold and mean (float, per clip):")
-    for name in corpora:
-        per_fold = " ".join(f"{r['float'][VALIDATION][name]['ua']:.3f}" for r in rows)
-        print(f"  {name:<8} {per_fold}   mean UA {mean[name]['ua']:.3f}  WA {mean[name]['wa']:.3f}")
-    print(f"runs and crossval.json in {out}")
+    settings = replace_ensemble(_settings(args), args.set)
+    run(clips, settings, args.out, args.cache, args.protocol, args.folds, args.workers, args.threads)
     return 0
 
 
@@ -178,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("features", cmd_features, "fill the feature cache for the given settings"),
         ("train", cmd_train, "train and score a model into a run folder"),
-        ("crossval", cmd_crossval, "train one network per speaker fold of RAVDESS and report the mean (for comparing settings)"),
+        ("crossval", cmd_crossval, "leave one corpus out (or RAVDESS speaker folds): one network per fold, the mean restricted UA"),
     ):
         p = sub.add_parser(name, help=text, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_data_args(p)
@@ -194,7 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
         if name == "crossval":
             p.add_argument("--out", default="runs/crossval", help="folder for one run folder per fold and crossval.json")
-            p.add_argument("--folds", type=int, default=3, help="speaker folds (default 3: six RAVDESS actors each)")
+            p.add_argument(
+                "--protocol",
+                choices=("corpora", "speakers"),
+                default="corpora",
+                help="corpora: hold out each corpus whole in turn and RAVDESS by speaker folds (default); "
+                "speakers: RAVDESS speaker folds with SAVEE JK and TESS YAF",
+            )
+            p.add_argument("--folds", type=int, default=3, help="RAVDESS speaker folds (default 3: six actors each)")
             p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
         if name == "train":
             p.add_argument("--out", default="runs/model", help="run folder to write")

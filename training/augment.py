@@ -162,3 +162,26 @@ def vtlp_matrices(alphas: np.ndarray, frontend) -> np.ndarray:
         np.add.at(warp, (hi, bands), source - lo)
         out[i] = dct.T @ warp @ dct
     return out
+
+
+LN_PER_DB = np.log(10.0) / 10.0  # a power ratio of x dB is a natural-log energy difference of x * ln(10) / 10
+
+
+def channel_curves(n: int, max_db: float, frontend, rng: np.random.Generator) -> np.ndarray:
+    """Microphone, room and level colourings as MFCC offsets, one (n_ceps,) row per window.
+
+    A linear channel multiplies the power spectrum, so it adds a curve to every frame's log-mel
+    energies, and through the orthonormal DCT a constant vector to every MFCC frame. The curve
+    is a gain plus a random sum of the four slowest cosines over the mel bands (tilts, a bass or
+    presence bump), scaled so its largest excursion is up to ``max_db``: what a different
+    microphone, distance or room does, which the training corpora each fix to one setting.
+    """
+    from edge.frontend import dct_matrix
+
+    bands = (np.arange(frontend.n_mels) + 0.5) / frontend.n_mels
+    basis = np.cos(np.pi * np.arange(5)[:, None] * bands[None, :])  # (5, n_mels): gain, tilt, ...
+    coefficients = rng.uniform(-1.0, 1.0, size=(n, 5))
+    curves = coefficients @ basis
+    peak = np.maximum(np.abs(curves).max(axis=1, keepdims=True), 1e-9)
+    curves *= rng.uniform(0.0, max_db, size=(n, 1)) / peak * LN_PER_DB
+    return (curves @ dct_matrix(frontend.n_mels, frontend.n_ceps)).astype(np.float32)

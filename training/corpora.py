@@ -1,10 +1,14 @@
-"""Corpus loaders: RAVDESS, CREMA-D, SAVEE, TESS and CSV manifests into one table of clips.
+"""Corpus loaders: RAVDESS, CREMA-D, SAVEE, TESS, nEMO, TurEV-DB, ESD, ASED and CSV manifests into one table.
 
-Every loader walks a folder in either the original layout (WAV) or the FLAC copies in
-``../shared/data``, reads the label, speaker and gender from the names, and returns
-``Clip`` rows plus a ``LoadReport`` that counts what it could not use (malformed names,
+Every loader walks a folder in either the original layout (WAV) or the copies in
+``../shared/data`` (FLAC, Ogg Opus), reads the label, speaker and gender from the names, and
+returns ``Clip`` rows plus a ``LoadReport`` that counts what it could not use (malformed names,
 unreadable files, RAVDESS song clips) instead of failing on them. Speaker ids carry the
-corpus as a prefix (``ravdess_07``, ``savee_DC``) so they are unique across corpora.
+corpus as a prefix (``ravdess_07``, ``savee_DC``, ``nemo_EB0``) so they are unique across corpora.
+
+A corpus has its own label set (nEMO has no calm and no disgust, TurEV-DB four labels):
+``corpus_labels`` reads it off the clips, and training treats a label a corpus lacks as
+unknown for its clips, never as evidence against that label.
 """
 
 from __future__ import annotations
@@ -18,13 +22,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.model import EMOTIONS
+from edge.model import LABEL
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac")
-CORPORA = ("ravdess", "crema_d", "savee", "tess")
-TABLE_COLUMNS = ("path", "corpus", "speaker", "gender", "label", "duration_s", "rate_hz")
+# The labels the built-in corpora are mapped to, in the order models have always listed them.
+# A run's label set comes from its data (``labels_of``); a manifest may bring labels of its own.
+EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".opus", ".ogg")
+CORPORA = ("ravdess", "crema_d", "savee", "tess", "nemo", "turev", "esd", "ased")
+TABLE_COLUMNS = ("path", "corpus", "speaker", "gender", "label", "duration_s", "rate_hz", "language")
+# The language spoken in each corpus (ISO 639-1); ESD's speakers 0001-0010 speak Mandarin.
+LANGUAGES = {"ravdess": "en", "crema_d": "en", "savee": "en", "tess": "en", "nemo": "pl", "turev": "tr", "esd": "en", "ased": "am"}
 
 RAVDESS_EMOTIONS = {
     "01": "neutral",
@@ -38,6 +48,23 @@ RAVDESS_EMOTIONS = {
 }
 CREMA_D_EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 SAVEE_EMOTIONS = {"a": "angry", "d": "disgust", "f": "fearful", "h": "happy", "n": "neutral", "sa": "sad", "su": "surprised"}
+NEMO_EMOTIONS = {
+    "anger": "angry",
+    "fear": "fearful",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "sadness": "sad",
+    "surprised": "surprised",
+}
+NEMO_GENDERS = {"EB0": "female", "IC0": "female", "KD0": "female", "MK0": "female"}  # KS0, MP0, SM0, TP0, WR0 are male
+# TurEV-DB's "sakin" is a quiet, relaxed delivery, which is what RAVDESS's actors were asked for as
+# "calm" (distinct from their neutral): it maps to calm. That also gives calm a second corpus, so the
+# model cannot learn calm as "sounds like a RAVDESS recording".
+TUREV_EMOTIONS = {"angry": "angry", "calm": "calm", "happy": "happy", "sad": "sad"}
+TUREV_CODES = {"kz": "angry", "sk": "calm", "mt": "happy", "hl": "sad"}  # kızgın, sakin, mutlu, hüzünlü
+ESD_EMOTIONS = {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad", "surprise": "surprised"}
+ASED_EMOTIONS = {"neutral": "neutral", "fearful": "fearful", "happy": "happy", "sad": "sad", "angry": "angry"}
+ASED_CODES = {"n": "neutral", "f": "fearful", "h": "happy", "s": "sad", "a": "angry"}
 TESS_EMOTIONS = {
     "angry": "angry",
     "disgust": "disgust",
@@ -69,6 +96,11 @@ CREMA_D_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 SAVEE_FLAT_NAME = re.compile(r"^([A-Z]{2})_([a-z]{1,2})(\d\d)$")
 SAVEE_ORIGINAL_NAME = re.compile(r"^([a-z]{1,2})(\d\d)$")
 TESS_FOLDER = re.compile(r"^([A-Za-z]{3})_(.+)$")
+NEMO_NAME = re.compile(r"^([A-Z]{2}\d)_([a-z]+)_(\d+)$")
+TUREV_NAME = re.compile(r"^(\d{4})_([a-z]{2})_(.+)$")
+ESD_NAME = re.compile(r"^(\d{4})_(\d{6})$")
+ASED_NAME = re.compile(r"^([A-Za-z])\d+-(\d+)-(\d+)-(\d\d)-(\d+)$")
+ASED_FOLDER = re.compile(r"^\d*([A-Za-z]+)$")
 
 
 @dataclass(frozen=True)
@@ -84,11 +116,32 @@ class Clip:
     gender: str
     """male, female or unknown."""
     label: str
-    """One of edge.model.EMOTIONS."""
+    """One of EMOTIONS for the built-in corpora; a manifest may use labels of its own."""
     duration_s: float = 0.0
     """Length of the file in seconds."""
     rate_hz: int = 0
     """Sample rate of the file."""
+    language: str = ""
+    """Language spoken (ISO 639-1, e.g. en, pl), empty if unknown."""
+
+
+def label_order(labels: Iterable[str]) -> tuple[str, ...]:
+    """Labels in the usual order: the eight emotions as EMOTIONS lists them, then any others alphabetically."""
+    have = set(labels)
+    return tuple(e for e in EMOTIONS if e in have) + tuple(sorted(have - set(EMOTIONS)))
+
+
+def labels_of(clips: Iterable[Clip]) -> tuple[str, ...]:
+    """The label set of some clips (a run's labels when its settings name none)."""
+    return label_order(c.label for c in clips)
+
+
+def corpus_labels(clips: Iterable[Clip]) -> dict[str, tuple[str, ...]]:
+    """The labels each corpus has, read off its clips: what counts as evidence for its clips."""
+    found: dict[str, set[str]] = {}
+    for clip in clips:
+        found.setdefault(clip.corpus, set()).add(clip.label)
+    return {corpus: label_order(have) for corpus, have in sorted(found.items())}
 
 
 @dataclass
@@ -152,10 +205,11 @@ def _probe(path: Path, corpus: str, report: LoadReport) -> tuple[float, int] | N
 
 def _finish(rows: list[tuple[Path, str, str, str]], corpus: str, report: LoadReport) -> list[Clip]:
     clips = []
+    language = LANGUAGES.get(corpus, "")
     for path, speaker, gender, label in rows:
         probed = _probe(path, corpus, report)
         if probed is not None:
-            clips.append(Clip(str(path.resolve()), corpus, speaker, gender, label, round(probed[0], 4), probed[1]))
+            clips.append(Clip(str(path.resolve()), corpus, speaker, gender, label, round(probed[0], 4), probed[1], language))
     report.loaded[corpus] = report.loaded.get(corpus, 0) + len(clips)
     return clips
 
@@ -254,11 +308,85 @@ def load_tess(root: str | os.PathLike, report: LoadReport | None = None) -> list
     return _finish(rows, "tess", report)
 
 
-LOADERS = {"ravdess": load_ravdess, "crema_d": load_crema_d, "savee": load_savee, "tess": load_tess}
+def _word(text: str) -> str:
+    return re.sub(r"[^a-z]", "", text.lower())
+
+
+def load_nemo(root: str | os.PathLike, report: LoadReport | None = None) -> list[Clip]:
+    """nEMO (Polish): <SPK>_<emotion>_<n>.(wav|opus), e.g. EB0_anger_10; nine speakers, gender from the corpus's list."""
+    report = report if report is not None else LoadReport()
+    rows = []
+    for path in _audio_files(Path(root)):
+        m = NEMO_NAME.match(path.stem)
+        if not m or m.group(2) not in NEMO_EMOTIONS:
+            _malformed(report, "nemo", path)
+            continue
+        speaker = m.group(1)
+        rows.append((path, f"nemo_{speaker}", NEMO_GENDERS.get(speaker, "male"), NEMO_EMOTIONS[m.group(2)]))
+    return _finish(rows, "nemo", report)
+
+
+def load_turev(root: str | os.PathLike, report: LoadReport | None = None) -> list[Clip]:
+    """TurEV-DB (Turkish words): <Emotion>/<SPK>_<code>_<word>; the folder and the code (kz sk mt hl) must agree."""
+    report = report if report is not None else LoadReport()
+    rows = []
+    for path in _audio_files(Path(root)):
+        m = TUREV_NAME.match(path.stem)
+        coded = TUREV_CODES.get(m.group(2)) if m else None
+        folder = TUREV_EMOTIONS.get(_word(path.parent.name))
+        if coded is None or (folder is not None and folder != coded):
+            _malformed(report, "turev", path)
+            continue
+        rows.append((path, f"turev_{m.group(1)}", "unknown", coded))
+    return _finish(rows, "turev", report)
+
+
+def load_esd(root: str | os.PathLike, report: LoadReport | None = None) -> list[Clip]:
+    """ESD: <SPK>/<Emotion>/[train|test|evaluation/]<SPK>_<NNNNNN>; speakers 0011-0020 English, 0001-0010 Mandarin."""
+    report = report if report is not None else LoadReport()
+    rows = []
+    for path in _audio_files(Path(root)):
+        m = ESD_NAME.match(path.stem)
+        label = next((ESD_EMOTIONS[_word(p.name)] for p in path.parents if _word(p.name) in ESD_EMOTIONS), None)
+        if not m or label is None:
+            _malformed(report, "esd", path)
+            continue
+        rows.append((path, f"esd_{m.group(1)}", "male" if m.group(1) == "0020" else "unknown", label))
+    clips = _finish(rows, "esd", report)
+    return [dataclasses.replace(c, language="zh") if int(c.speaker[4:]) <= 10 else c for c in clips]
+
+
+def load_ased(root: str | os.PathLike, report: LoadReport | None = None) -> list[Clip]:
+    """ASED (Amharic): <NN><Emotion>/<e><n>-<sentence>-<repetition>-<gender>-<speaker>; speaker is the last field."""
+    report = report if report is not None else LoadReport()
+    rows = []
+    for path in _audio_files(Path(root)):
+        m = ASED_NAME.match(path.stem)
+        folder = ASED_FOLDER.match(path.parent.name)
+        from_folder = ASED_EMOTIONS.get(folder.group(1).lower()) if folder else None
+        coded = ASED_CODES.get(m.group(1).lower()) if m else None
+        if coded is None or (from_folder is not None and from_folder != coded):
+            _malformed(report, "ased", path)
+            continue
+        gender = {"01": "female", "02": "male"}.get(m.group(4), "unknown")
+        rows.append((path, f"ased_{int(m.group(5)):02d}", gender, coded))
+    return _finish(rows, "ased", report)
+
+
+LOADERS = {
+    "ravdess": load_ravdess,
+    "crema_d": load_crema_d,
+    "savee": load_savee,
+    "tess": load_tess,
+    "nemo": load_nemo,
+    "turev": load_turev,
+    "esd": load_esd,
+    "ased": load_ased,
+}
 
 
 def corpus_of_folder(name: str) -> str | None:
-    """Which corpus a folder name announces: 'RAVDESS', 'Crema-D', 'AudioWAV', 'savee', 'TESS Toronto...'."""
+    """Which corpus a folder name announces: 'RAVDESS', 'Crema-D', 'AudioWAV', 'savee', 'TESS Toronto...', 'nEMO', 'TurEV-DB', 'ESD', 'ASED_V1'."""
     key = re.sub(r"[^a-z]", "", name.lower())
     if "ravdess" in key:
         return "ravdess"
@@ -268,6 +396,14 @@ def corpus_of_folder(name: str) -> str | None:
         return "savee"
     if "tess" in key or "toronto" in key:
         return "tess"
+    if key.startswith("nemo"):
+        return "nemo"
+    if key.startswith("turev"):
+        return "turev"
+    if key == "esd" or key.startswith("esd") or "emotionalspeechdataset" in key:
+        return "esd"
+    if key.startswith("ased") or "amharic" in key:
+        return "ased"
     return None
 
 
@@ -290,6 +426,8 @@ def load_data(root: str | os.PathLike, corpora: Iterable[str] = CORPORA, report:
 def load_manifest(path: str | os.PathLike, report: LoadReport | None = None) -> list[Clip]:
     """A CSV of ``path,label[,speaker][,corpus]`` (header optional; paths relative to the CSV).
 
+    With a header, the optional columns ``gender`` and ``language`` are read as well.
+
     Any row that cannot be used raises ManifestError naming the row and the value, because a
     user's own list is meant to be exactly right, unlike a corpus's thousands of names.
     """
@@ -309,9 +447,12 @@ def load_manifest(path: str | os.PathLike, report: LoadReport | None = None) -> 
         where = f"{path.name} row {number}"
         if len(row) < 2 or not values.get("path") or not values.get("label"):
             raise ManifestError(f"{where}: expected at least path and label, got {','.join(row)!r}")
-        label = LABEL_ALIASES.get(values["label"].lower())
-        if label is None:
-            raise ManifestError(f"{where}: unknown label {values['label']!r}; use one of {', '.join(EMOTIONS)}")
+        label = LABEL_ALIASES.get(values["label"].lower(), values["label"].lower())
+        if not LABEL.match(label):
+            raise ManifestError(
+                f"{where}: label {values['label']!r} is not a name of letters, digits, '_' or '-' "
+                f"(the eight emotions are {', '.join(EMOTIONS)}; aliases such as fear, surprise, joy are understood)"
+            )
         audio = Path(values["path"]).expanduser()
         audio = audio if audio.is_absolute() else path.parent / audio
         if not audio.is_file():
@@ -320,8 +461,10 @@ def load_manifest(path: str | os.PathLike, report: LoadReport | None = None) -> 
         speaker = f"{corpus}_{values.get('speaker') or 'unknown'}"
         probed = _probe(audio, corpus, report)
         if probed is None:
-            raise ManifestError(f"{where}: {values['path']!r} is not a readable WAV or FLAC file")
-        clips.append(Clip(str(audio.resolve()), corpus, speaker, "unknown", label, round(probed[0], 4), probed[1]))
+            raise ManifestError(f"{where}: {values['path']!r} is not a readable audio file (WAV, FLAC, Ogg Opus)")
+        gender = values.get("gender", "").lower() or "unknown"
+        language = values.get("language", "").lower()
+        clips.append(Clip(str(audio.resolve()), corpus, speaker, gender, label, round(probed[0], 4), probed[1], language))
         report.loaded[corpus] = report.loaded.get(corpus, 0) + 1
     return clips
 
@@ -338,12 +481,22 @@ def save_table(clips: Iterable[Clip], path: str | os.PathLike) -> None:
 
 
 def load_table(path: str | os.PathLike) -> list[Clip]:
-    """Read a table written by save_table."""
+    """Read a table written by save_table (tables written before the language column still load)."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = set(TABLE_COLUMNS) - set(reader.fieldnames or ())
+        missing = set(TABLE_COLUMNS) - {"language"} - set(reader.fieldnames or ())
         if missing:
             raise ValueError(f"{path}: not a clip table (missing columns {', '.join(sorted(missing))})")
         return [
-            Clip(r["path"], r["corpus"], r["speaker"], r["gender"], r["label"], float(r["duration_s"]), int(r["rate_hz"])) for r in reader
+            Clip(
+                r["path"],
+                r["corpus"],
+                r["speaker"],
+                r["gender"],
+                r["label"],
+                float(r["duration_s"]),
+                int(r["rate_hz"]),
+                r.get("language") or LANGUAGES.get(r["corpus"], ""),
+            )
+            for r in reader
         ]

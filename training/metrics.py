@@ -1,52 +1,83 @@
-"""Clip-level scores: weighted accuracy (WA), unweighted average recall (UA), per-class recall, confusion."""
+"""Clip-level scores: weighted accuracy (WA), unweighted average recall (UA), per-class recall, confusion.
+
+Two readings of one set of clip probabilities:
+
+- plain: the clip's label is the argmax over all of the model's labels;
+- restricted: the argmax over the labels the clip's corpus has (a German corpus without calm
+  is not scored down for a "calm" its speakers were never asked for). This is how corpora with
+  fewer labels than the model are compared across papers and in the independent evaluation.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from edge.model import EMOTIONS
+from edge.classifier import clip_probs as device_clip_probs
 
 
-def confusion(truth: Sequence[int], predicted: Sequence[int], n: int = len(EMOTIONS)) -> np.ndarray:
+def confusion(truth: Sequence[int], predicted: Sequence[int], n: int) -> np.ndarray:
     """Counts, rows = true label, columns = predicted label."""
     m = np.zeros((n, n), dtype=np.int64)
     np.add.at(m, (np.asarray(truth, int), np.asarray(predicted, int)), 1)
     return m
 
 
-def scores(truth: Sequence[int], predicted: Sequence[int]) -> dict:
+def scores(truth: Sequence[int], predicted: Sequence[int], labels: Sequence[str]) -> dict:
     """WA = share of clips right; UA = mean recall over the labels present in ``truth``."""
-    m = confusion(truth, predicted)
+    m = confusion(truth, predicted, len(labels))
     support = m.sum(axis=1)
     present = support > 0
-    recall = np.divide(np.diag(m), support, out=np.zeros(len(EMOTIONS)), where=present)
+    recall = np.divide(np.diag(m), support, out=np.zeros(len(labels)), where=present)
     return {
         "clips": int(support.sum()),
         "wa": round(float(np.trace(m) / max(support.sum(), 1)), 4),
         "ua": round(float(recall[present].mean()) if present.any() else 0.0, 4),
-        "recall": {EMOTIONS[i]: round(float(recall[i]), 4) for i in np.flatnonzero(present)},
+        "recall": {labels[i]: round(float(recall[i]), 4) for i in np.flatnonzero(present)},
         "confusion": m.tolist(),
     }
 
 
-def scores_by_corpus(corpora: Sequence[str], truth: Sequence[int], predicted: Sequence[int]) -> dict:
-    """scores() per corpus plus 'all'."""
-    corpora, truth, predicted = np.asarray(corpora), np.asarray(truth), np.asarray(predicted)
-    out = {name: scores(truth[corpora == name], predicted[corpora == name]) for name in sorted(set(corpora.tolist()))}
-    out["all"] = scores(truth, predicted)
+def restricted_argmax(probs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Per row, the argmax over the columns where ``allowed`` (same shape, or one row for all) is True."""
+    return np.where(allowed, probs, -np.inf).argmax(axis=1)
+
+
+def scores_by_corpus(
+    corpora: Sequence[str], truth: Sequence[int], probs: np.ndarray, labels: Sequence[str], corpus_labels: Mapping[str, Sequence[str]]
+) -> dict:
+    """Plain and restricted scores per corpus, plus 'all' (every clip) and 'mean' (the corpora's average UA).
+
+    Each corpus's entry has wa, ua, recall and confusion (argmax over every label), plus
+    wa_restricted, ua_restricted and recall_restricted (argmax over ``corpus_labels[corpus]``).
+    """
+    corpora, truth, probs = np.asarray(corpora), np.asarray(truth, int), np.asarray(probs)
+    allowed = np.array([[label in corpus_labels.get(c, labels) for label in labels] for c in corpora]).reshape(len(corpora), len(labels))
+    plain, restricted = probs.argmax(axis=1), restricted_argmax(probs, allowed) if len(probs) else np.zeros(0, int)
+    out = {}
+    for name in [*sorted(set(corpora.tolist())), "all"]:
+        inside = np.ones(len(corpora), bool) if name == "all" else corpora == name
+        entry = scores(truth[inside], plain[inside], labels)
+        limited = scores(truth[inside], restricted[inside], labels)
+        entry.update(wa_restricted=limited["wa"], ua_restricted=limited["ua"], recall_restricted=limited["recall"])
+        out[name] = entry
+    corpus_names = [n for n in out if n != "all"]
+    if corpus_names:
+        out["mean"] = {
+            k: round(float(np.mean([out[n][k] for n in corpus_names])), 4) for k in ("wa", "ua", "wa_restricted", "ua_restricted")
+        }
+        out["mean"]["corpora"] = corpus_names
     return out
 
 
-def clip_probs(
-    window_probs: np.ndarray, window_clip: np.ndarray, speech_ratio: np.ndarray, n_clips: int, min_ratio: float = 0.25
-) -> np.ndarray:
-    """Per clip, the mean probability over its speech windows (all of its windows if none): the device's clip verdict."""
+def clip_probs(window_probs: np.ndarray, window_clip: np.ndarray, window_speech: np.ndarray, n_clips: int) -> np.ndarray:
+    """Per clip, the device's verdict (``edge.classifier.clip_probs``) from its windows."""
     out = np.zeros((n_clips, window_probs.shape[1]), dtype=np.float64)
+    order = np.argsort(window_clip, kind="stable")
+    bounds = np.searchsorted(window_clip[order], np.arange(n_clips + 1))
     for i in range(n_clips):
-        mine = window_clip == i
-        speech = mine & (speech_ratio >= min_ratio) & (speech_ratio > 0)
-        chosen = speech if speech.any() else mine
-        out[i] = window_probs[chosen].mean(axis=0)
+        mine = order[bounds[i] : bounds[i + 1]]
+        if len(mine):
+            out[i] = device_clip_probs(window_probs[mine], window_speech[mine])[0]
     return out

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.model import EMOTIONS
-
 
 def _pyplot():
     import matplotlib
@@ -18,19 +16,19 @@ def _pyplot():
     return plt
 
 
-def plot_confusion(per_corpus: dict, path: str | Path, title: str) -> None:
+def plot_confusion(per_corpus: dict, labels, path: str | Path, title: str) -> None:
     """Row-normalised confusion matrices (recall on the diagonal), one panel per corpus plus all."""
     plt = _pyplot()
-    names = [n for n in per_corpus if n != "all"] + ["all"]
+    names = [n for n in per_corpus if n not in ("all", "mean")] + ["all"]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.4), squeeze=False)
-    short = [e[:4] for e in EMOTIONS]
+    short = [e[:4] for e in labels]
     for ax, name in zip(axes[0], names, strict=True):
         m = np.asarray(per_corpus[name]["confusion"], dtype=float)
         rows = m.sum(axis=1, keepdims=True)
         share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(EMOTIONS)):
-            for j in range(len(EMOTIONS)):
+        for i in range(len(labels)):
+            for j in range(len(labels)):
                 if m[i, j]:
                     ax.text(
                         j,
@@ -43,8 +41,8 @@ def plot_confusion(per_corpus: dict, path: str | Path, title: str) -> None:
                     )
         s = per_corpus[name]
         ax.set_title(f"{name}: WA {s['wa'] * 100:.1f}  UA {s['ua'] * 100:.1f}\n({s['clips']} clips)", fontsize=9)
-        ax.set_xticks(range(len(EMOTIONS)), short, rotation=45, fontsize=7)
-        ax.set_yticks(range(len(EMOTIONS)), short, fontsize=7)
+        ax.set_xticks(range(len(labels)), short, rotation=45, fontsize=7)
+        ax.set_yticks(range(len(labels)), short, fontsize=7)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true (row %)", fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -53,19 +51,26 @@ def plot_confusion(per_corpus: dict, path: str | Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_curves(history: dict, path: str | Path) -> None:
-    """Loss and accuracy per epoch, training against validation windows."""
+def plot_curves(history: dict, validation_ua: dict, path: str | Path) -> None:
+    """Training loss per epoch, and the validation clips' UA per corpus per epoch (restricted to each corpus's labels)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2))
-    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
-        if key in history:
-            ax.plot(range(1, len(history[key]) + 1), history[key], label="training windows")
-        if f"val_{key}" in history:
-            ax.plot(range(1, len(history[f"val_{key}"]) + 1), history[f"val_{key}"], label="validation windows")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    loss = history.get("loss", [])
+    axes[0].plot(range(1, len(loss) + 1), loss, marker="o", label="training windows")
+    axes[0].set_ylabel("loss (masked cross-entropy)")
+    for name, values in validation_ua.items():
+        if name == "mean":
+            continue
+        axes[1].plot(range(1, len(values) + 1), values, marker=".", alpha=0.8, label=name)
+    if "mean" in validation_ua:
+        values = validation_ua["mean"]
+        axes[1].plot(range(1, len(values) + 1), values, color="black", linewidth=2.5, label="mean of corpora")
+        axes[1].annotate("kept: last epoch", (len(values), values[-1]), textcoords="offset points", xytext=(-60, 8), fontsize=7)
+    axes[1].set_ylabel("validation UA (clip level)")
+    for ax in axes:
         ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from edge.audio import AudioError, find_audio
-from edge.model import EMOTIONS, ModelError
+from edge.model import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def main(args) -> int:
         if args.json:
             print(json.dumps(result.to_dict(path)), flush=True)
         else:
-            top = float(result.probs[EMOTIONS.index(result.label)])
+            top = result.top_prob
             print(
                 f"{_short(path, 48):<48} {result.label:<10} {top:5.2f} {result.duration_s:6.2f}  {'yes' if result.speech else 'no'}",
                 flush=True,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tomllib
 
-from edge.model import EMOTIONS
+from edge.model import LABEL
 from edge.service.gpio_sink import GPIO_KINDS, GpioSettings
 from edge.service.policy import AlertRule, PolicySettings
 from edge.service.recorder import RecordSettings
@@ -317,16 +317,14 @@ def _policy(table: dict) -> PolicySettings:
         raise ConfigError(f"policy.alerts = {_show(alerts)} is not allowed: use tables [policy.alerts.EMOTION]")
     wanted = {e: dict(v) for e, v in DEFAULT_ALERTS.items()}
     for emotion, rule in alerts.items():
-        if emotion not in EMOTIONS:
-            raise ConfigError(f"unknown emotion in [policy.alerts.{emotion}]; use one of {', '.join(EMOTIONS)}")
+        if not LABEL.match(emotion):
+            raise ConfigError(f"[policy.alerts.{emotion}] does not name a label (letters, digits, '_' or '-', as the model's labels)")
         if not isinstance(rule, dict):
             raise ConfigError(f"policy.alerts.{emotion} = {_show(rule)} is not allowed: use a table [policy.alerts.{emotion}]")
         wanted[emotion] = {**wanted.get(emotion, {}), **rule}
     rule_defaults = {"enabled": True, "hold_s": AlertRule("angry").hold_s, **{k: common[k] for k in RULE_KEYS if k != "hold_s"}}
     rules = []
-    for emotion in EMOTIONS:  # a stable order whatever the file's order
-        if emotion not in wanted:
-            continue
+    for emotion in wanted:  # the defaults' order, then the file's
         values = _build(f"policy.alerts.{emotion}", wanted[emotion], None, rule_defaults, CHECKS["policy"])
         if not values.pop("enabled"):
             continue
@@ -342,6 +340,7 @@ def _policy(table: dict) -> PolicySettings:
             silence_s=common["silence_s"],
             reset_after_silence_s=common["reset_after_silence_s"],
             rules=tuple(rules),
+            named=tuple(alerts),
         )
     except ValueError as exc:
         raise ConfigError(f"[policy] is not allowed: {exc}") from None

@@ -218,7 +218,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         # Alert ids stay unique across restarts (queued alerts outlive the process): a random
         # run id, then a counter. Start times alone collide for two starts in the same second.
-        self.policy = Policy(settings.policy, id_prefix=f"{uuid.uuid4().hex[:8]}-")
+        self.policy = Policy(settings.policy, self.classifier.labels, id_prefix=f"{uuid.uuid4().hex[:8]}-")
         self.stop = StopFlag()
         self._stop_signal: str | None = None
         self._reload_requested = False
@@ -365,7 +365,8 @@ class Daemon:
         self.notifier.send("RELOADING=1")
         try:
             new = self.reload_settings()
-        except ConfigError as exc:
+            Policy(new.policy, self.classifier.labels)  # refuses a rule for a label the model does not have
+        except (ConfigError, ValueError) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.send("READY=1")
             return
@@ -418,6 +419,10 @@ def build(settings: ServiceSettings, reload: Callable[[], ServiceSettings] | Non
 
     model = Model(settings.model.path or None, threads=settings.model.threads)
     classifier = StreamingClassifier(model, settings.speech)
+    try:
+        Policy(settings.policy, model.labels)  # refuses a rule for a label the model does not have, before anything opens
+    except ValueError as exc:
+        raise StartError(str(exc)) from None
     try:
         source = open_source(settings.audio)
     except SourceError as exc:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edge.model import EMOTIONS
+from edge.model import LABEL, probs_dict
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class AlertRule:
     """When one emotion raises an alert."""
 
     emotion: str
-    """One of edge.model.EMOTIONS."""
+    """A label of the model (its contract's ``labels``)."""
     threshold: float = 0.5
     """Smoothed probability at or above which the emotion counts as present."""
     hold_s: float = 3.0
@@ -54,8 +54,8 @@ class AlertRule:
     """Seconds after an alert ends during which the same emotion cannot alert again."""
 
     def __post_init__(self) -> None:
-        if self.emotion not in EMOTIONS:
-            raise ValueError(f"alert emotion {self.emotion!r} is not one of {', '.join(EMOTIONS)}")
+        if not isinstance(self.emotion, str) or not LABEL.match(self.emotion):
+            raise ValueError(f"alert emotion {self.emotion!r} is not a label name (letters, digits, '_' or '-')")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if not 0.0 <= self.hysteresis < self.threshold:
@@ -71,7 +71,7 @@ class AlertRule:
 
 def driver_rules() -> tuple[AlertRule, ...]:
     """Defaults for driver monitoring: sustained anger or fear within seconds, sadness over a longer hold."""
-    return (  # in EMOTIONS order, as the configuration builds them
+    return (  # in the eight emotions' order, as the configuration builds them
         AlertRule("sad", threshold=0.5, hold_s=10.0),
         AlertRule("angry", threshold=0.5, hold_s=3.0),
         AlertRule("fearful", threshold=0.5, hold_s=3.0),
@@ -90,6 +90,9 @@ class PolicySettings:
     """Seconds without speech after which the smoother forgets what it heard."""
     rules: tuple[AlertRule, ...] = field(default_factory=driver_rules)
     """One rule per emotion that may raise an alert; emotions without a rule never alert."""
+    named: tuple[str, ...] = field(default=(), compare=False)
+    """Emotions the configuration names itself ([policy.alerts.X]): a model without one of these
+    labels is refused, where a default rule for a label the model lacks is only left out."""
 
     def __post_init__(self) -> None:
         if self.smoothing_windows < 1:
@@ -118,13 +121,30 @@ class _Track:
 
 
 class Policy:
-    """Turns WindowResults (anything with end_s, probs, speech) into event dicts; see the module doc."""
+    """Turns WindowResults (anything with end_s, probs, speech) into event dicts; see the module doc.
 
-    def __init__(self, settings: PolicySettings | None = None, id_prefix: str = "") -> None:
-        self.settings = settings or PolicySettings()
+    ``labels`` are the model's, in the order of its probabilities. A rule for a label the model
+    does not have can never fire: it is left out, with a warning.
+    """
+
+    def __init__(self, settings: PolicySettings | None = None, labels: Sequence[str] = (), id_prefix: str = "") -> None:
+        self.labels = tuple(labels)
+        if not self.labels:
+            raise ValueError("the policy needs the model's labels")
+        self.settings = self._usable(settings or PolicySettings())
         self.id_prefix = id_prefix
         self._count = 0
         self.reset()
+
+    def _usable(self, settings: PolicySettings) -> PolicySettings:
+        unknown = [e for e in settings.named if e not in self.labels]
+        if unknown:
+            raise ValueError(f"[policy.alerts.{unknown[0]}] names a label the model does not have; its labels are {', '.join(self.labels)}")
+        missing = [r.emotion for r in settings.rules if r.emotion not in self.labels]
+        if missing:
+            log.warning("alert rules for %s left out: the model's labels are %s", ", ".join(missing), ", ".join(self.labels))
+            settings = replace(settings, rules=tuple(r for r in settings.rules if r.emotion in self.labels))
+        return settings
 
     def reset(self) -> None:
         """Forget everything heard and every alert (without reporting their end)."""
@@ -164,18 +184,18 @@ class Policy:
         events: list[dict] = []
         smoothed = self.smoothed
         if result.speech and smoothed is not None:
-            state = EMOTIONS[int(np.argmax(smoothed))]
+            state = self.labels[int(np.argmax(smoothed))]
         elif self._silent_for(t) >= s.silence_s:
             state = SILENCE
         else:
             state = self._state or SILENCE
         if state != self._state:
             self._state = state
-            probs = None if state == SILENCE or smoothed is None else _probs_dict(smoothed)
+            probs = None if state == SILENCE or smoothed is None else probs_dict(smoothed, self.labels)
             events.append({"type": "state", "time_s": round(t, 3), "state": state, "probs": probs})
 
         for track in self._tracks.values():
-            score = 0.0 if smoothed is None else float(smoothed[EMOTIONS.index(track.rule.emotion)])
+            score = 0.0 if smoothed is None else float(smoothed[self.labels.index(track.rule.emotion)])
             events.extend(self._step(track, score, t, bool(result.speech)))
         return events
 
@@ -192,6 +212,7 @@ class Policy:
 
         Returns alert_end events for active alerts whose rule was removed.
         """
+        settings = self._usable(settings)
         events = [
             self._end(track, self._time_s, "rule_removed")
             for emotion, track in self._tracks.items()
@@ -256,7 +277,3 @@ class Policy:
         track.alert_id, track.below_since_s, track.above_since_s = None, None, None
         track.cooldown_until_s = t + track.rule.cooldown_s
         return event
-
-
-def _probs_dict(probs: Sequence[float]) -> dict[str, float]:
-    return {label: round(float(p), 4) for label, p in zip(EMOTIONS, probs, strict=True)}

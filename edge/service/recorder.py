@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.pcm import int16_to_float
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +63,7 @@ class AlertRecorder:
             self._chunks.clear()
             self._samples = 0
             self.sample_rate_hz = sample_rate_hz
-        x = chunk.astype(np.float32) / 32768.0 if chunk.dtype == np.int16 else chunk.astype(np.float32)  # int16 full scale
+        x = int16_to_float(chunk) if chunk.dtype == np.int16 else chunk.astype(np.float32)
         self._chunks.append(x)
         self._samples += x.size
         keep = int(self.settings.record_s * sample_rate_hz)

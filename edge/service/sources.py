@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.audio import read_audio
+from edge.pcm import int16_to_float
 from edge.service.backoff import Backoff, BackoffSettings, retry
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class StdinSource:
         samples = np.frombuffer(data, dtype="<i2")
         if self.channels == 1:
             return samples.astype(np.int16)
-        return samples.reshape(-1, self.channels).astype(np.float32).mean(axis=1) / 32768.0  # int16 full scale
+        return int16_to_float(samples).reshape(-1, self.channels).mean(axis=1)
 
     def close(self) -> None:
         pass

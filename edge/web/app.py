@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edge import __version__
 from edge.audio import AudioError, ClipTooLongError, decode_audio
-from edge.model import EMOTIONS, Model
+from edge.model import Model
 from edge.web.live import CLOSED, LiveFeed, clear_queue
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def create_app(
             live=live is not None,
             model_name=model_name,
             version=__version__,
-            emotions=EMOTIONS,
+            emotions=model.labels,
             max_upload=_mb(max_upload_bytes),
             max_upload_bytes=max_upload_bytes,
             hop_s=model.contract.hop_s,

@@ -1,0 +1,192 @@
+"""What makes the model judge voices and corpora it never heard: labels per corpus, restricted scores,
+leave-one-corpus-out folds, channel colouring, and one speech rule for training, evaluation and the device."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tiny_model import EMOTIONS
+
+from training.corpora import Clip, corpus_labels, load_data, save_table
+from training.crossval import corpus_folds, speaker_folds, summarise
+from training.metrics import scores_by_corpus
+from training.train import TrainSettings, label_masks, masked_crossentropy, targets
+from training.windows import WindowSet
+
+
+@pytest.fixture(scope="module")
+def clips(data_dir):
+    return load_data(data_dir)
+
+
+def _window_set(corpora_labels: list[tuple[str, str]]) -> WindowSet:
+    clips = [Clip(f"/x/{i}.wav", corpus, f"{corpus}_1", "female", label) for i, (corpus, label) in enumerate(corpora_labels)]
+    n = len(clips)
+    y = np.array([EMOTIONS.index(label) for _, label in corpora_labels])
+    return WindowSet(np.zeros((n, 2), np.float32), np.arange(n), 1, y, np.arange(n), np.ones(n, np.float32), clips, np.ones(n, bool))
+
+
+def test_a_label_the_corpus_lacks_is_not_evidence_against_it():
+    """nEMO has no calm: moving probability between calm and the other labels in proportion leaves a nEMO window's loss alone."""
+    from keras import ops
+
+    ws = _window_set([("nemo", "angry"), ("ravdess", "angry")])
+    per_corpus = {"nemo": ("neutral", "happy", "sad", "angry", "fearful", "surprised"), "ravdess": EMOTIONS}
+    masks = label_masks(ws, EMOTIONS, per_corpus)
+    assert masks[0, EMOTIONS.index("calm")] == 0 and masks[0, EMOTIONS.index("disgust")] == 0 and masks[1].all()
+    y_true = np.concatenate([targets(ws.y, masks, 0.1), masks], axis=1)
+    assert y_true[0, EMOTIONS.index("calm")] == 0 and y_true[0, : len(EMOTIONS)].sum() == pytest.approx(1.0)
+    loss = masked_crossentropy(len(EMOTIONS))
+    base = np.full((2, 8), 0.1, np.float32)
+    base[:, EMOTIONS.index("angry")] = 0.3
+    calm_heavy = base.copy()
+    calm_heavy[:, EMOTIONS.index("calm")] = 0.65  # the rest scaled down together below
+    others = [i for i in range(8) if i != EMOTIONS.index("calm")]
+    calm_heavy[:, others] *= 0.35 / calm_heavy[:, others].sum(axis=1, keepdims=True)
+    a, b = (ops.convert_to_numpy(loss(y_true, p)) for p in (base, calm_heavy))
+    assert a[0] == pytest.approx(b[0], rel=1e-5)  # nEMO: calm says nothing
+    assert b[1] > a[1] + 0.5  # RAVDESS has calm: calling its angry clip calm is wrong
+    # With every label allowed it is the ordinary cross-entropy.
+    plain = np.concatenate([targets(ws.y, np.ones_like(masks), 0.0), np.ones_like(masks)], axis=1)
+    assert ops.convert_to_numpy(loss(plain, base))[0] == pytest.approx(-np.log(0.3), rel=1e-5)
+
+
+def test_restricted_scores_take_the_argmax_over_the_corpus_labels():
+    labels = EMOTIONS
+    probs = np.full((4, 8), 0.05)
+    probs[:, EMOTIONS.index("calm")] = 0.4  # everything looks calm ...
+    probs[0, EMOTIONS.index("angry")] = 0.3  # ... but among a corpus without calm these are right
+    probs[1, EMOTIONS.index("sad")] = 0.3
+    probs[2, EMOTIONS.index("angry")] = 0.3
+    probs[3, EMOTIONS.index("happy")] = 0.3
+    truth = [EMOTIONS.index(x) for x in ("angry", "sad", "angry", "sad")]
+    corpora = ["nemo", "nemo", "ravdess", "ravdess"]
+    per_corpus = {"nemo": ("neutral", "happy", "sad", "angry"), "ravdess": EMOTIONS}
+    s = scores_by_corpus(corpora, truth, probs, labels, per_corpus)
+    assert s["nemo"]["ua"] == 0.0 and s["nemo"]["ua_restricted"] == 1.0
+    assert s["ravdess"]["ua"] == s["ravdess"]["ua_restricted"] == 0.0  # RAVDESS has calm: nothing changes
+    assert s["mean"]["ua_restricted"] == 0.5 and s["mean"]["corpora"] == ["nemo", "ravdess"]
+    assert s["all"]["wa_restricted"] == 0.5
+
+
+def test_leaving_one_corpus_out_holds_each_corpus_out_whole_once_and_each_ravdess_fold_twice(clips):
+    folds = corpus_folds(clips, 3)
+    assert len(folds) == 6
+    speakers_of = {corpus: {c.speaker for c in clips if c.corpus == corpus} for corpus in {c.corpus for c in clips}}
+    held_whole = []
+    for fold in folds:
+        held = set(fold.validation)
+        whole = [corpus for corpus, speakers in speakers_of.items() if corpus != "ravdess" and speakers <= held]
+        assert len(whole) == 1 and not any(speakers_of[c] & held for c in speakers_of if c not in (*whole, "ravdess"))
+        held_whole += whole
+        actors = sorted(int(s.split("_")[1]) for s in held if s.startswith("ravdess_"))
+        assert len(actors) == 6 and not {15, 16} & set(actors)
+        assert fold.test == ("ravdess_15", "ravdess_16")
+    assert sorted(held_whole) == ["ased", "esd", "nemo", "savee", "tess", "turev"]
+    ravdess = [tuple(s for s in f.validation if s.startswith("ravdess_")) for f in folds]
+    assert ravdess[:3] == ravdess[3:] and len(set(ravdess)) == 3  # every RAVDESS fold held out twice
+
+
+def test_speaker_folds_pair_a_male_and_a_female_actor_and_keep_the_test_actors_out(clips):
+    folds = speaker_folds(clips, 3)
+    ravdess = [tuple(int(s.split("_")[1]) for s in f.validation if s.startswith("ravdess_")) for f in folds]
+    assert ravdess == [(1, 2, 7, 8, 13, 14), (3, 4, 9, 10, 17, 18), (5, 6, 11, 12, 19, 20)]
+    assert all(f.test == ("ravdess_15", "ravdess_16") and {"savee_JK", "tess_YAF"} <= set(f.validation) for f in folds)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        speaker_folds(clips, 1)
+
+
+def test_the_summary_counts_a_corpus_only_where_it_was_held_out_whole():
+    def fold(whole, ravdess_ua, **others):
+        scores = {"ravdess": {"ua": ravdess_ua, "ua_restricted": ravdess_ua, "wa": ravdess_ua, "clips": 10}}
+        scores.update({k: {"ua": v, "ua_restricted": v + 0.1, "wa": v, "clips": 5} for k, v in others.items()})
+        return {"held_out_whole": whole, "float": {"validation": scores}}
+
+    rows = [fold(["savee"], 0.5, savee=0.3), fold(["tess"], 0.7, tess=0.2, savee=0.9)]  # savee in fold 2 is a stray: ignored
+    summary = summarise(rows, "corpora")
+    assert summary["corpora"]["savee"]["ua_restricted"] == pytest.approx(0.4)
+    assert summary["corpora"]["ravdess"]["per_fold_ua_restricted"] == [0.5, 0.7]
+    assert summary["mean"]["ua_restricted"] == pytest.approx((0.6 + 0.4 + 0.3) / 3, abs=1e-4)
+
+
+def test_channel_colourings_are_smooth_bounded_log_mel_curves():
+    from edge.frontend import FrontendSettings, dct_matrix
+    from training.augment import LN_PER_DB, channel_curves
+
+    frontend = FrontendSettings(n_mels=40, n_ceps=40)
+    offsets = channel_curves(500, 12.0, frontend, np.random.default_rng(0))
+    curves_db = offsets @ dct_matrix(40, 40).T / LN_PER_DB  # back to dB per mel band
+    assert np.abs(curves_db).max() <= 12.0 + 1e-3 and np.abs(curves_db).max(axis=1).mean() > 4.0
+    # The fastest of the four cosines moves at most pi * 4 / 40 of its amplitude from one band to the next: a microphone, not noise.
+    assert np.abs(np.diff(curves_db, axis=1)).max() <= 12.0 * np.pi * 4 / 40
+    np.testing.assert_array_equal(
+        channel_curves(3, 12.0, frontend, np.random.default_rng(1)), channel_curves(3, 12.0, frontend, np.random.default_rng(1))
+    )
+    with pytest.raises(ValueError, match="channel_db work on the mel axis"):
+        TrainSettings(n_mels=40, n_ceps=13, vtlp_range=(1.0, 1.0), channel_db=6.0).check()
+
+
+def test_one_speech_rule_for_training_evaluation_and_the_device(tiny_model_path, data_dir, clips):
+    """A changed min_speech_ratio reaches the training windows, the clip verdicts of evaluation and the device alike."""
+    from edge.classifier import StreamingClassifier
+    from edge.frontend import Frontend
+    from edge.model import Model
+    from edge.speech import SpeechSettings
+    from training.features import ClipFeatures, clip_audio16k, frames_of
+    from training.metrics import clip_probs
+    from training.windows import window_set
+
+    model = Model(tiny_model_path)
+    c = model.contract
+    clip = next(x for x in clips if x.corpus == "savee")  # pauses between words: ratios spread out
+    for ratio in (0.25, 0.8):
+        speech = SpeechSettings(min_speech_ratio=ratio)
+        mfcc, flags = frames_of(clip_audio16k(clip.path), Frontend(c.frontend), speech)
+        ws = window_set([ClipFeatures(clip, 0, mfcc, flags)], c.frontend, c.window_s, c.hop_s, model.labels, speech)
+        device = StreamingClassifier(model, speech).classify_file(clip.path)
+        assert ws.speech.tolist() == [w.speech for w in device.windows]
+        evaluated = clip_probs(model.predict(ws.x), ws.clip, ws.speech, 1)[0]
+        np.testing.assert_allclose(evaluated, device.probs, atol=1e-6)
+        if ratio == 0.8:
+            assert 0 < ws.speech.sum() < len(ws)  # the stricter gate drops some windows, not all
+        trained = window_set([ClipFeatures(clip, 0, mfcc, flags)], c.frontend, c.window_s, c.hop_s, model.labels, speech, speech_only=True)
+        assert len(trained) == ws.speech.sum()
+
+
+@pytest.mark.slow
+def test_crossval_leaves_each_corpus_out_and_resumes(clips, tmp_path):
+    from training.__main__ import main
+
+    rng = np.random.default_rng(1)
+    wanted = {"ravdess_01": 6, "ravdess_02": 6, "ravdess_03": 6, "ravdess_04": 6, "savee_DC": 8, "nemo_EB0": 8, "nemo_KS0": 8}
+    chosen = [c for s, n in wanted.items() for c in rng.permutation([c for c in clips if c.speaker == s])[:n].tolist()]
+    save_table(chosen, tmp_path / "clips.csv")
+    tiny = ["n_mels=26", "n_ceps=26", "window_s=1.0", "augment_variants=0", "width=4", "epochs=1", "batch_size=16"]
+    args = [
+        "crossval",
+        "--table",
+        str(tmp_path / "clips.csv"),
+        "--folds",
+        "2",
+        "--out",
+        str(tmp_path / "cv"),
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
+    args += [f"--set={s}" for s in tiny] + ["--workers", "1", "--threads", "1"]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert report["protocol"] == "corpora" and report["settings"]["ensemble"] == 1
+    assert [f["held_out_whole"] for f in report["folds"]] == [["nemo"], ["savee"]]
+    assert [f["validation"][-2:] for f in report["folds"]] == [["ravdess_01", "ravdess_02"], ["ravdess_03", "ravdess_04"]]
+    assert set(report["corpora"]) == {"nemo", "ravdess", "savee"}
+    nemo = report["folds"][0]["float"]["validation"]["nemo"]
+    assert report["corpora"]["nemo"]["ua_restricted"] == nemo["ua_restricted"] and nemo["clips"] == 16
+    assert report["mean"]["ua_restricted"] == pytest.approx(np.mean([c["ua_restricted"] for c in report["corpora"].values()]), abs=1e-4)
+    assert set(nemo["recall_restricted"]) == set(corpus_labels(chosen)["nemo"])  # scored on the labels its clips have
+    # A second run with the same settings reads the folds instead of training them again.
+    stamp = (tmp_path / "cv" / "fold0" / "model.keras").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (tmp_path / "cv" / "fold0" / "model.keras").stat().st_mtime_ns == stamp
