@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,8 +32,15 @@ class ClipTooLongError(AudioError):
     """An input longer than the caller accepts."""
 
 
+BLOCK_S = 1.0  # seconds decoded at a time when a file is streamed: memory stays flat whatever its length
+
+
 def read_audio(path: str | os.PathLike, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
     """Read a file as mono float32 in [-1, 1] and its sample rate; raise AudioError if unusable."""
+    return decode_audio(_checked_path(path), str(path), max_duration_s)
+
+
+def _checked_path(path: str | os.PathLike) -> str:
     p = Path(path)
     if not p.exists():
         raise AudioError(f"{path}: no such file")
@@ -40,7 +48,84 @@ def read_audio(path: str | os.PathLike, max_duration_s: float | None = None) -> 
         raise AudioError(f"{path}: is a folder, not an audio file")
     if p.stat().st_size == 0:
         raise AudioError(f"{path}: the file is empty (0 bytes)")
-    return decode_audio(str(p), str(path), max_duration_s)
+    return str(p)
+
+
+def audio_blocks(
+    source: str | os.PathLike | BinaryIO, name: str | None = None, max_duration_s: float | None = None, block_s: float = BLOCK_S
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Decode a file (a path or a file-like object) block by block as mono float32: (samples, rate) pairs.
+
+    The same checks as ``read_audio`` where they can be made on a stream: unreadable, truncated and
+    NaN/infinite audio raise AudioError naming the file; a clip longer than ``max_duration_s`` raises
+    ClipTooLongError when its header says so or, for a stream of unknown length, once that much has been
+    read. Silence and shortness need the whole clip and are the consumer's to judge (``check_totals``).
+    """
+    import soundfile as sf
+
+    name = str(source) if name is None else name
+    where = _checked_path(source) if isinstance(source, (str, os.PathLike)) else source
+    try:
+        with sf.SoundFile(where) as f:
+            rate = f.samplerate
+            if rate <= 0:
+                raise AudioError(f"{name}: invalid sample rate {rate}")
+            if max_duration_s is not None and 0 < f.frames < 2**62 and f.frames / rate > max_duration_s:
+                raise ClipTooLongError(f"{name}: the clip lasts {f.frames / rate:.0f} s; at most {max_duration_s:.0f} s are accepted")
+            _check_complete(f.extra_info, name)
+            block = max(1, int(block_s * rate))
+            read = _read_unknown_length if f.frames >= UNKNOWN_LENGTH else _read
+            seen = 0
+            while True:
+                data = read(f, block)
+                if not len(data):
+                    return
+                seen += len(data)
+                if max_duration_s is not None and seen / rate > max_duration_s:
+                    raise ClipTooLongError(f"{name}: the clip lasts more than {max_duration_s:.0f} s; at most {max_duration_s:.0f} s are accepted")
+                x = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+                if not np.all(np.isfinite(x)):
+                    raise AudioError(f"{name}: the audio contains NaN or infinite samples")
+                yield x, rate
+    except AudioError:
+        raise
+    except sf.LibsndfileError as exc:
+        raise _libsndfile_error(exc, name) from None
+    except (RuntimeError, TypeError, ValueError, OSError) as exc:
+        raise AudioError(f"{name}: corrupt or truncated audio ({exc})") from None
+
+
+# A FLAC written to a pipe cannot go back to fill in its length: libsndfile reports 2**63 - 1 frames,
+# and soundfile's read() then seeks to keep count, which such a file refuses.
+UNKNOWN_LENGTH = 2**62
+
+
+def _read(f, frames: int) -> np.ndarray:
+    return f.read(frames, dtype="float32", always_2d=True)
+
+
+def _read_unknown_length(f, frames: int) -> np.ndarray:
+    """Up to ``frames`` frames straight from libsndfile, which needs no seek (soundfile's read() would)."""
+    import soundfile as sf
+
+    out = np.empty((frames, f.channels), np.float32)
+    got = sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", sf._ffi.from_buffer(out)), frames)
+    return out[: max(int(got), 0)]
+
+
+def check_totals(samples: int, peak: float, rate: int, name: str) -> None:
+    """The whole-clip checks of ``check_signal`` for a clip read in blocks: it has samples and is not silent."""
+    if samples == 0:
+        raise AudioError(f"{name}: the file contains no samples")
+    if peak < SILENCE_PEAK:
+        raise AudioError(f"{name}: the audio is silent (peak below -80 dBFS); there is nothing to classify")
+
+
+def _libsndfile_error(exc, name: str) -> AudioError:
+    detail = str(exc).split(":", 1)[-1].strip() or "unreadable"
+    if "recognised" in detail or "recognized" in detail or "unknown format" in detail.lower():
+        return AudioError(f"{name}: not an audio file that can be read ({READABLE})")
+    return AudioError(f"{name}: corrupt or truncated audio ({detail})")
 
 
 def decode_audio(source: str | BinaryIO, name: str, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
@@ -61,10 +146,7 @@ def decode_audio(source: str | BinaryIO, name: str, max_duration_s: float | None
     except AudioError:
         raise
     except sf.LibsndfileError as exc:
-        detail = str(exc).split(":", 1)[-1].strip() or "unreadable"
-        if "recognised" in detail or "recognized" in detail or "unknown format" in detail.lower():
-            raise AudioError(f"{name}: not an audio file that can be read ({READABLE})") from None
-        raise AudioError(f"{name}: corrupt or truncated audio ({detail})") from None
+        raise _libsndfile_error(exc, name) from None
     except (RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioError(f"{name}: corrupt or truncated audio ({exc})") from None
     return check_signal(data, rate, name)
@@ -97,12 +179,9 @@ def check_signal(data: np.ndarray, rate: int, name: str = "audio") -> tuple[np.n
     x = x.astype(np.float32, copy=False)
     if rate <= 0:
         raise AudioError(f"{name}: invalid sample rate {rate}")
-    if x.size == 0:
-        raise AudioError(f"{name}: the file contains no samples")
-    if not np.all(np.isfinite(x)):
+    if x.size and not np.all(np.isfinite(x)):
         raise AudioError(f"{name}: the audio contains NaN or infinite samples")
-    if float(np.max(np.abs(x))) < SILENCE_PEAK:
-        raise AudioError(f"{name}: the audio is silent (peak below -80 dBFS); there is nothing to classify")
+    check_totals(x.size, float(np.max(np.abs(x))) if x.size else 0.0, rate, name)
     return x, int(rate)
 
 

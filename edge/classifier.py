@@ -13,11 +13,12 @@ frames; training imports it so the model sees exactly what the device sees.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from edge.audio import AudioError, check_signal, read_audio
+from edge.audio import AudioError, audio_blocks, check_signal, check_totals
 from edge.frontend import Frontend, FrontendSettings, StreamingFrontend
 from edge.model import Model, probs_dict
 from edge.pcm import int16_to_float
@@ -268,19 +269,33 @@ class StreamingClassifier:
         is over all windows and ``speech`` is False.
         """
         x, rate = check_signal(audio, sample_rate_hz, name)
-        if x.size < MIN_CLIP_S * rate:
-            raise AudioError(
-                f"{name}: the clip lasts {x.size / rate * 1000:.0f} ms; at least {MIN_CLIP_S:g} s of audio is needed to classify it"
-            )
+        return self.classify_blocks([(x, rate)], name)
+
+    def classify_file(self, path: str, max_duration_s: float | None = None) -> ClipResult:
+        """Read a file (any rate, any channels) block by block and classify it; raises AudioError if unusable.
+
+        Memory does not grow with the file's length: it is decoded a second at a time (``edge.audio.audio_blocks``).
+        """
+        return self.classify_blocks(audio_blocks(path, str(path), max_duration_s), str(path))
+
+    def classify_blocks(self, blocks: Iterable[tuple[np.ndarray, int]], name: str = "audio") -> ClipResult:
+        """Classify a clip given as (samples, rate) blocks of one rate, as ``classify_clip`` does the whole clip."""
         self.reset()
+        results: list[WindowResult] = []
+        samples, peak, rate = 0, 0.0, 0
         try:
-            results = self.process(x, rate) + self.flush(pad_short=True)
+            for block, rate in blocks:
+                if block.size:
+                    samples += block.size
+                    peak = max(peak, float(np.max(np.abs(block))))
+                    results += self.process(block, rate)
+            check_totals(samples, peak, rate, name)
+            if samples < MIN_CLIP_S * rate:
+                raise AudioError(
+                    f"{name}: the clip lasts {samples / rate * 1000:.0f} ms; at least {MIN_CLIP_S:g} s of audio is needed to classify it"
+                )
+            results += self.flush(pad_short=True)
         finally:
             self.reset()
         probs, speech = clip_probs([r.probs for r in results], [r.speech for r in results])
-        return ClipResult(probs=probs, duration_s=x.size / rate, speech=speech, windows=tuple(results), labels=self.labels)
-
-    def classify_file(self, path: str) -> ClipResult:
-        """Read a file (any rate, any channels) and classify it; raises AudioError if unusable."""
-        x, rate = read_audio(path)
-        return self.classify_clip(x, rate, str(path))
+        return ClipResult(probs=probs, duration_s=samples / rate, speech=speech, windows=tuple(results), labels=self.labels)

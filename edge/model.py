@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 CONTRACT_FORMAT = "ser-edge-model/1"
 DEFAULT_MODEL = "ser_cnn_int8"  # edge/models/<name>.tflite and .json
-NORMALIZATIONS = ("none", "window", "global")
+NORMALIZATIONS = ("none", "window", "global", "window_mean", "both")
+FITTED = ("global", "window_mean", "both")  # kinds that carry the training windows' mean and spread
 # A label becomes an MQTT payload, a Home Assistant option, a config table name and a CSS-safe
 # key on the page: letters (any script), digits, '_' and '-', at most 32 characters.
 LABEL = re.compile(r"^[^\W\d][\w-]{0,31}$")
@@ -63,23 +64,34 @@ class Normalization:
     """How MFCC windows are standardised before the model."""
 
     kind: str = "window"
-    """none; window (each coefficient to zero mean, unit variance within the window); global."""
+    """none; window: each coefficient to zero mean and unit variance within the window; global: the training
+    windows' mean and spread; window_mean: the window's own mean removed, the training spread divided out (a
+    channel or a voice's average colour goes, its level changes within the window stay); both: the global and
+    the window view side by side (twice the coefficients)."""
     mean: tuple[float, ...] = ()
-    """Per-coefficient mean for kind=global, from the training windows."""
+    """Per-coefficient mean of the training windows (global, both)."""
     std: tuple[float, ...] = ()
-    """Per-coefficient standard deviation for kind=global."""
+    """Per-coefficient standard deviation of the training windows (global, window_mean, both)."""
     eps: float = 1e-5
     """Added to the standard deviation so a constant coefficient does not divide by zero."""
 
+    def width(self, n_ceps: int) -> int:
+        """Values per frame the model takes for frames of ``n_ceps`` coefficients."""
+        return 2 * n_ceps if self.kind == "both" else n_ceps
+
     def apply(self, windows: np.ndarray) -> np.ndarray:
-        """Standardise windows of shape (n, frames, coefficients); returns float32."""
+        """Standardise windows of shape (n, frames, coefficients); returns float32 (n, frames, width)."""
         w = np.asarray(windows, dtype=np.float32)
-        if self.kind == "window":
+        if self.kind in ("window", "both"):
             mean = w.mean(axis=1, keepdims=True)
-            std = w.std(axis=1, keepdims=True)
-            return (w - mean) / (std + self.eps)
-        if self.kind == "global":
-            return (w - np.asarray(self.mean, np.float32)) / (np.asarray(self.std, np.float32) + self.eps)
+            per_window = (w - mean) / (w.std(axis=1, keepdims=True) + self.eps)
+            if self.kind == "window":
+                return per_window
+        if self.kind == "window_mean":
+            return (w - w.mean(axis=1, keepdims=True)) / (np.asarray(self.std, np.float32) + self.eps)
+        if self.kind in ("global", "both"):
+            pooled = (w - np.asarray(self.mean, np.float32)) / (np.asarray(self.std, np.float32) + self.eps)
+            return np.concatenate([pooled, per_window], axis=-1) if self.kind == "both" else pooled
         return w
 
     @classmethod
@@ -192,17 +204,18 @@ class ModelContract:
         if self.normalization.kind not in NORMALIZATIONS:
             raise ModelError(f"{where}: normalization kind must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization.kind!r}")
         n_ceps = self.frontend.n_ceps
-        if self.normalization.kind == "global" and not (len(self.normalization.mean) == len(self.normalization.std) == n_ceps):
-            raise ModelError(f"{where}: global normalization needs {n_ceps} means and standard deviations")
+        norm = self.normalization
+        if norm.kind in FITTED and not (len(norm.std) == n_ceps and len(norm.mean) in (0, n_ceps) and (norm.mean or norm.kind == "window_mean")):
+            raise ModelError(f"{where}: {norm.kind} normalization needs {n_ceps} means and standard deviations")
         hop_ms = self.hop_s * 1000
         if self.hop_s <= 0 or abs(hop_ms / self.frontend.hop_ms - self.hop_frames) > 1e-6:
             raise ModelError(f"{where}: hop_s ({self.hop_s}) must be a positive multiple of the frame hop ({self.frontend.hop_ms} ms)")
         if self.window_frames < 1:
             raise ModelError(f"{where}: window_s ({self.window_s}) is shorter than one frame")
-        expected = (self.window_frames, n_ceps)
+        expected = (self.window_frames, norm.width(n_ceps))
         if _squeeze(self.input.shape) != expected:
             raise ModelError(
-                f"{where}: input shape {list(self.input.shape)} does not hold a window of {expected[0]} frames x {expected[1]} coefficients"
+                f"{where}: input shape {list(self.input.shape)} does not hold a window of {expected[0]} frames x {expected[1]} values"
             )
         if int(np.prod(self.output.shape)) != len(self.labels):
             raise ModelError(f"{where}: output shape {list(self.output.shape)} does not match {len(self.labels)} labels")

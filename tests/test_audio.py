@@ -135,3 +135,48 @@ def test_find_audio_walks_folders_and_reports_empty_ones(tmp_path, speech):
     assert [p for p, _ in found[:2]] == [str(tmp_path / "a" / "b" / "x.wav"), str(tmp_path / "a" / "y.FLAC")]
     assert found[2][1] and "no audio files" in found[2][1]
     assert found[3] == ("named.txt", None)
+
+
+def test_blocks_of_a_long_file_are_the_whole_file(tmp_path, speech):
+    """audio_blocks decodes a second at a time; end to end the blocks are read_audio's samples, and mixing is per block."""
+    from edge.audio import audio_blocks
+
+    signal, rate = speech
+    stereo = np.stack([np.tile(signal, 3), np.tile(signal, 3) * 0.5], axis=1)
+    sf.write(tmp_path / "long.flac", stereo, rate)
+    blocks = list(audio_blocks(tmp_path / "long.flac"))
+    assert all(r == rate for _, r in blocks) and max(b.size for b, _ in blocks) == rate
+    np.testing.assert_array_equal(np.concatenate([b for b, _ in blocks]), read_audio(tmp_path / "long.flac")[0])
+
+
+def test_blocks_check_as_they_go_and_a_stream_of_unknown_length_is_capped(tmp_path, speech):
+    import io
+    import os
+    import subprocess
+
+    from edge.audio import ClipTooLongError, audio_blocks
+
+    signal, rate = speech
+    bad = np.tile(signal, 4).astype(np.float32)
+    bad[3 * rate + 5] = np.nan  # in the fourth block
+    sf.write(tmp_path / "nan.wav", bad, rate, subtype="FLOAT")
+    got = []
+    with pytest.raises(AudioError, match="nan.wav: the audio contains NaN"):
+        for block, _ in audio_blocks(tmp_path / "nan.wav"):
+            got.append(block)
+    assert len(got) == 3  # the good blocks came first: nothing was held back
+    # A FLAC written to a pipe has no length in its header (libsndfile says 2**63 - 1 frames): read() on the whole
+    # file cannot even allocate, the blocks read it all, and a cap applies to what was read.
+    r, w = os.pipe()
+    writer = subprocess.Popen(["sh", "-c", f"cat > '{tmp_path / 'piped.flac'}'"], stdin=r)
+    os.close(r)
+    with os.fdopen(w, "wb") as pipe, sf.SoundFile(pipe, "w", rate, 1, format="FLAC") as f:
+        f.write(np.tile(signal, 3))
+    writer.wait(timeout=30)
+    assert sf.info(str(tmp_path / "piped.flac")).frames > 2**62
+    blocks = list(audio_blocks(tmp_path / "piped.flac"))
+    assert sum(b.size for b, _ in blocks) == 3 * signal.size
+    with pytest.raises(ClipTooLongError, match="piped.flac: the clip lasts more than 5 s"):
+        list(audio_blocks(tmp_path / "piped.flac", max_duration_s=5))
+    buffer = io.BytesIO((tmp_path / "piped.flac").read_bytes())  # an upload held in memory
+    assert sum(b.size for b, _ in audio_blocks(buffer, "upload")) == 3 * signal.size

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_PARAMS = 1_000_000  # an int8 file of about 1 MB at most
 CLASS_WEIGHTS = ("none", "global", "corpus")
-NORMALIZATIONS = ("global", "window", "none")
+NORMALIZATIONS = ("global", "window", "none", "window_mean", "both")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,9 @@ class TrainSettings:
     """Score each window only among its corpus's own labels (a label the corpus lacks is not evidence
     against it); False = the plain softmax cross-entropy over every label."""
     normalization: str = "global"
-    """global (the training windows' mean and spread), window (each window on its own) or none."""
+    """global (the training windows' mean and spread), window (each window on its own), window_mean (the
+    window's mean removed, the training spread divided out), both (global and window side by side) or none
+    (edge.model.Normalization)."""
     speech: SpeechSettings = SpeechSettings()
     """The speech gate: which frames and windows count as speech (the device uses the same, from the contract)."""
     augment_variants: int = 9
@@ -404,7 +406,7 @@ def train(
     val_ws, test_ws = held_out(VALIDATION), held_out(TEST)
     log.info("%d training windows; %d validation windows", len(train_ws), len(val_ws))
 
-    frames, coeffs = train_ws.window_frames, train_ws.frames.shape[1]
+    frames, coeffs = train_ws.window_frames, norm.width(train_ws.frames.shape[1])
     vtlp = tuple(settings.vtlp_range) != (1.0, 1.0)
     if vtlp:
         vtlp_matrices(np.ones(1), frontend)  # refuses a frontend it cannot warp, before any training

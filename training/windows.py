@@ -134,5 +134,11 @@ def fit_normalization(kind: str, ws: WindowSet) -> Normalization:
     weight = coverage(ws)
     total = weight.sum()
     mean = weight @ ws.frames / total
+    if kind == "window_mean":  # the spread of frames around their own window's mean
+        var = np.zeros(ws.frames.shape[1])
+        for start in range(0, len(ws), 4096):
+            chunk = ws.take(np.arange(start, min(start + 4096, len(ws)))).astype(np.float64)
+            var += ((chunk - chunk.mean(axis=1, keepdims=True)) ** 2).sum(axis=(0, 1))
+        return Normalization(kind, (), tuple(float(v) for v in np.sqrt(var / (len(ws) * ws.window_frames))))
     var = weight @ (ws.frames.astype(np.float64) - mean) ** 2 / total
     return Normalization(kind, tuple(float(v) for v in mean), tuple(float(v) for v in np.sqrt(var)))
