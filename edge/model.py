@@ -75,6 +75,14 @@ class Normalization:
     eps: float = 1e-5
     """Added to the standard deviation so a constant coefficient does not divide by zero."""
 
+    def with_profile(self, mean, std) -> Normalization:
+        """The same normalisation against one voice's statistics (``edge.profile``) instead of the training population's."""
+        if self.kind not in FITTED:
+            return self
+        return dataclasses.replace(
+            self, mean=() if self.kind == "window_mean" else tuple(float(v) for v in mean), std=tuple(float(v) for v in std)
+        )
+
     def width(self, n_ceps: int) -> int:
         """Values per frame the model takes for frames of ``n_ceps`` coefficients."""
         return 2 * n_ceps if self.kind == "both" else n_ceps

@@ -85,26 +85,33 @@ def summarise(rows: list[dict], protocol: str) -> dict:
     """Per held-out corpus, its UA and restricted UA over the folds that held it out, and their mean over corpora."""
     per: dict[str, dict[str, list[float]]] = {}
     for row in rows:
+        profiled = row.get("float_with_profile", {}).get(VALIDATION, {})
         for name, s in row["float"].get(VALIDATION, {}).items():
             if name in ("all", "mean"):
                 continue
             if protocol == "corpora" and name != FOLDED and name not in row["held_out_whole"]:
                 continue
-            entry = per.setdefault(name, {"ua": [], "ua_restricted": [], "wa": [], "clips": []})
+            entry = per.setdefault(name, {"ua": [], "ua_restricted": [], "wa": [], "clips": [], "ua_restricted_profile": []})
             for key in ("ua", "ua_restricted", "wa"):
                 entry[key].append(s[key])
             entry["clips"].append(s["clips"])
-    corpora = {
-        name: {
+            if name in profiled:
+                entry["ua_restricted_profile"].append(profiled[name]["ua_restricted"])
+    corpora = {}
+    for name, v in sorted(per.items()):
+        corpora[name] = {
             "ua": round(float(np.mean(v["ua"])), 4),
             "ua_restricted": round(float(np.mean(v["ua_restricted"])), 4),
             "wa": round(float(np.mean(v["wa"])), 4),
             "per_fold_ua_restricted": v["ua_restricted"],
             "clips": int(np.sum(v["clips"])),
         }
-        for name, v in sorted(per.items())
-    }
-    mean = {k: round(float(np.mean([c[k] for c in corpora.values()])), 4) for k in ("ua", "ua_restricted", "wa")} if corpora else {}
+        if len(v["ua_restricted_profile"]) == len(v["ua_restricted"]):
+            corpora[name]["ua_restricted_profile"] = round(float(np.mean(v["ua_restricted_profile"])), 4)
+    keys = ["ua", "ua_restricted", "wa"] + (
+        ["ua_restricted_profile"] if all("ua_restricted_profile" in c for c in corpora.values()) else []
+    )
+    mean = {k: round(float(np.mean([c[k] for c in corpora.values()])), 4) for k in keys} if corpora else {}
     return {"corpora": corpora, "mean": mean}
 
 
@@ -146,7 +153,15 @@ def run(
             report = train(clips, settings, out / f"fold{k}", cache_dir, split, workers, threads, progress, features)
         else:
             print("  (read from an earlier run)", flush=True)
-        rows.append({"fold": k, "validation": list(split.validation), "held_out_whole": whole, "float": report["float"]})
+        rows.append(
+            {
+                "fold": k,
+                "validation": list(split.validation),
+                "held_out_whole": whole,
+                "float": report["float"],
+                "float_with_profile": report.get("float_with_profile", {}),
+            }
+        )
         _print_fold(report["float"].get(VALIDATION, {}), whole, protocol)
     summary = summarise(rows, protocol)
     result = {"protocol": protocol, "settings": settings.to_dict(), "folds": rows, **summary}
@@ -174,15 +189,20 @@ def _print_fold(scores: dict, whole: list[str], protocol: str) -> None:
 
 def table(result: dict) -> str:
     """The summary as a markdown table: one row per held-out corpus, then the mean."""
+    profiled = "ua_restricted_profile" in result["mean"]
     lines = [
-        "| held out | clips | UA | restricted UA | restricted UA per fold |",
-        "|---|---:|---:|---:|---|",
+        "| held out | clips | UA | restricted UA | restricted UA per fold |"
+        + (" restricted UA, each speaker enrolled |" if profiled else ""),
+        "|---|---:|---:|---:|---|" + ("---:|" if profiled else ""),
     ]
     for name, c in result["corpora"].items():
         per_fold = " ".join(f"{v:.3f}" for v in c["per_fold_ua_restricted"])
-        lines.append(f"| {name} | {c['clips']} | {c['ua']:.3f} | {c['ua_restricted']:.3f} | {per_fold} |")
+        extra = f" {c['ua_restricted_profile']:.3f} |" if profiled else ""
+        lines.append(f"| {name} | {c['clips']} | {c['ua']:.3f} | {c['ua_restricted']:.3f} | {per_fold} |{extra}")
     if result["mean"]:
-        lines.append(f"| **mean** | | **{result['mean']['ua']:.3f}** | **{result['mean']['ua_restricted']:.3f}** | |")
+        m = result["mean"]
+        extra = f" **{m['ua_restricted_profile']:.3f}** |" if profiled else ""
+        lines.append(f"| **mean** | | **{m['ua']:.3f}** | **{m['ua_restricted']:.3f}** | |{extra}")
     return "\n".join(lines)
 
 

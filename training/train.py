@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.frontend import FrontendSettings
+from edge.model import FITTED
+from edge.profile import SpeechStats
 from edge.speech import SpeechSettings
 from training.augment import AugmentSettings, channel_curves, vtlp_matrices
 from training.corpora import Clip, corpus_labels, labels_of
@@ -254,13 +256,40 @@ def masked_crossentropy(n_labels: int):
     return loss
 
 
-def evaluate_clips(predict, ws: WindowSet, labels: Sequence[str], per_corpus: Mapping[str, Sequence[str]]) -> tuple[np.ndarray, dict]:
-    """Clip probabilities (speech-window average, as the device) and per-corpus scores, plain and restricted."""
-    probs = predict(ws.x) if len(ws) else np.zeros((0, len(labels)))
+def evaluate_clips(
+    predict, ws: WindowSet, labels: Sequence[str], per_corpus: Mapping[str, Sequence[str]], probs: np.ndarray | None = None
+) -> tuple[np.ndarray, dict]:
+    """Clip probabilities (speech-window average, as the device) and per-corpus scores, plain and restricted.
+
+    ``predict(windows)`` gives the window probabilities, or ``probs`` are given already.
+    """
+    if probs is None:
+        probs = predict(ws.x) if len(ws) else np.zeros((0, len(labels)))
     per_clip = clip_probs(probs, ws.clip, ws.speech, len(ws.clips))
     index = {label: i for i, label in enumerate(labels)}
     truth = [index[c.label] for c in ws.clips]
     return per_clip, scores_by_corpus([c.corpus for c in ws.clips], truth, per_clip, labels, per_corpus)
+
+
+def speaker_stats(features: Sequence[ClipFeatures]) -> dict[str, SpeechStats]:
+    """Each speaker's voice profile statistics from their clips' speech frames, as ``python -m edge enroll`` measures them."""
+    out: dict[str, SpeechStats] = {}
+    for f in features:
+        out.setdefault(f.clip.speaker, SpeechStats(f.mfcc.shape[1])).add(f.mfcc, f.speech)
+    return out
+
+
+def profile_probs(predict_normalised, ws: WindowSet, norm, stats: Mapping[str, SpeechStats]) -> np.ndarray:
+    """Window probabilities with each speaker's windows normalised against that speaker's profile."""
+    speakers = ws.clip_speakers()[ws.clip]
+    probs = None
+    for speaker in np.unique(speakers):
+        inside = np.flatnonzero(speakers == speaker)
+        s = stats[speaker]
+        mine = predict_normalised(norm.with_profile(s.mean, s.std), ws.take(inside))
+        probs = np.zeros((len(ws), mine.shape[1]), np.float32) if probs is None else probs
+        probs[inside] = mine
+    return probs if probs is not None else np.zeros((0, 0), np.float32)
 
 
 def _configure_tensorflow(seed: int, threads: int) -> None:
@@ -428,10 +457,10 @@ def train(
     y_true = np.concatenate([targets(train_ws.y, masks, settings.label_smoothing), masks], axis=1)
     weights = sample_weights(train_ws, settings, len(labels))
 
-    def predict_with(model, windows: np.ndarray) -> np.ndarray:
+    def predict_with(model, windows: np.ndarray, normalization=None) -> np.ndarray:
         out = []
         for start in range(0, len(windows), 512):  # normalised in blocks: a whole set at once is a large copy
-            out.append(model.predict(norm.apply(windows[start : start + 512]), batch_size=256, verbose=0))
+            out.append(model.predict((normalization or norm).apply(windows[start : start + 512]), batch_size=256, verbose=0))
         return np.concatenate(out) if out else np.zeros((0, len(labels)), np.float32)
 
     fit_started = time.monotonic()
@@ -466,10 +495,14 @@ def train(
     history = {k: np.mean([h[k] for h in histories], axis=0) for k in histories[0]}
     validation_ua = {k: np.mean([e[k] for e in epoch_ua], axis=0) for k in (epoch_ua[0] if epoch_ua else {})}
 
-    metrics = {}
+    metrics, with_profile = {}, {}
     for role, ws in ((VALIDATION, val_ws), (TEST, test_ws)):
         if ws.clips:
             _, metrics[role] = evaluate_clips(lambda w: predict_with(model, w), ws, labels, per_corpus)
+            if norm.kind in FITTED:  # each held-out speaker enrolled from their own (unlabelled) clips
+                stats = speaker_stats([features[(c.path, 0)] for c in ws.clips])
+                probs = profile_probs(lambda n, w: predict_with(model, w, n), ws, norm, stats)
+                _, with_profile[role] = evaluate_clips(None, ws, labels, per_corpus, probs)
     model.save(out_dir / "model.keras")
     report = {
         "settings": settings.to_dict(),
@@ -481,6 +514,7 @@ def train(
         "windows": {"train": len(train_ws), "validation": len(val_ws), "test": len(test_ws)},
         "parameters": int(model.count_params()),
         "float": metrics,
+        "float_with_profile": with_profile,
         "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.items()},
         "validation_ua_per_epoch": {k: [round(float(v), 4) for v in vals] for k, vals in validation_ua.items()},
         "seconds": {"features": round(features_s, 1), "fit": round(fit_s, 1), "total": round(time.monotonic() - started, 1)},
