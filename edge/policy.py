@@ -18,6 +18,8 @@ score does not change in silence, so one angry-sounding window followed by quiet
 
 Time is the window's end in seconds of audio (``WindowResult.end_s``), so a test can drive
 the policy with a plain list of probabilities and a recorded stream replays identically.
+Its settings, ``PolicySettings`` and ``AlertRule``, live in ``edge.settings`` with the service's
+others and can be imported from here too.
 """
 
 from __future__ import annotations
@@ -25,86 +27,18 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edge.model import LABEL, probs_dict
+from edge.model import probs_dict
+from edge.settings import AlertRule, PolicySettings
+
+__all__ = ["SILENCE", "AlertRule", "Policy", "PolicySettings"]
 
 log = logging.getLogger(__name__)
 
 SILENCE = "silence"
-
-
-@dataclass(frozen=True)
-class AlertRule:
-    """When one emotion raises an alert."""
-
-    emotion: str
-    """A label of the model (its contract's ``labels``)."""
-    threshold: float = 0.5
-    """Smoothed probability at or above which the emotion counts as present."""
-    hold_s: float = 3.0
-    """Seconds of audio the emotion must stay present before the alert starts."""
-    hysteresis: float = 0.15
-    """An active alert counts as fading only below threshold minus this."""
-    release_s: float = 2.0
-    """Seconds the score must stay below threshold - hysteresis before the alert ends."""
-    cooldown_s: float = 60.0
-    """Seconds after an alert ends during which the same emotion cannot alert again."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.emotion, str) or not LABEL.match(self.emotion):
-            raise ValueError(f"alert emotion {self.emotion!r} is not a label name (letters, digits, '_' or '-')")
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        if not 0.0 <= self.hysteresis < self.threshold:
-            raise ValueError(f"hysteresis must be at least 0 and below the threshold {self.threshold}, got {self.hysteresis}")
-        for name in ("hold_s", "release_s", "cooldown_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
-
-    @property
-    def release_below(self) -> float:
-        return self.threshold - self.hysteresis
-
-
-def driver_rules() -> tuple[AlertRule, ...]:
-    """Defaults for driver monitoring: sustained anger or fear within seconds, sadness over a longer hold."""
-    return (  # in the eight emotions' order, as the configuration builds them
-        AlertRule("sad", threshold=0.5, hold_s=10.0),
-        AlertRule("angry", threshold=0.5, hold_s=3.0),
-        AlertRule("fearful", threshold=0.5, hold_s=3.0),
-    )
-
-
-@dataclass(frozen=True)
-class PolicySettings:
-    """How window verdicts become states and alerts."""
-
-    smoothing_windows: int = 6
-    """Speech windows averaged into the smoothed probabilities (6 at a 0.5 s hop is about 3 s)."""
-    silence_s: float = 3.0
-    """Seconds of audio without a speech window after which the state becomes "silence"."""
-    reset_after_silence_s: float = 10.0
-    """Seconds without speech after which the smoother forgets what it heard."""
-    rules: tuple[AlertRule, ...] = field(default_factory=driver_rules)
-    """One rule per emotion that may raise an alert; emotions without a rule never alert."""
-    named: tuple[str, ...] = field(default=(), compare=False)
-    """Emotions the configuration names itself ([policy.alerts.X]): a model without one of these
-    labels is refused, where a default rule for a label the model lacks is only left out."""
-
-    def __post_init__(self) -> None:
-        if self.smoothing_windows < 1:
-            raise ValueError(f"smoothing_windows must be at least 1, got {self.smoothing_windows}")
-        if self.silence_s < 0 or self.reset_after_silence_s < 0:
-            raise ValueError("silence_s and reset_after_silence_s must not be negative")
-        emotions = [r.emotion for r in self.rules]
-        if len(set(emotions)) != len(emotions):
-            raise ValueError(f"one alert rule per emotion, got {emotions}")
-
-    def rule(self, emotion: str) -> AlertRule | None:
-        return next((r for r in self.rules if r.emotion == emotion), None)
 
 
 @dataclass

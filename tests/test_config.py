@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 import tomllib
 
 from edge.service.config import ConfigError, ServiceSettings, keys_documented, load_settings, overrides_from_args, settings_from_dict
-from edge.service.policy import AlertRule
+from edge.settings import AlertRule, GpioSettings, MqttSettings, SourceSettings, SpeechOverrides
+from edge.speech import SpeechSettings
+from edge.web.access import http_token
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "systemd" / "config.example.toml"
@@ -23,7 +26,9 @@ def run_args(*argv: str) -> argparse.Namespace:
 
 
 def test_the_example_file_loads_to_exactly_the_defaults():
-    assert load_settings(EXAMPLE) == ServiceSettings()
+    # But for the one value the installed service needs: a queue file in its state folder.
+    installed = dataclasses.replace(MqttSettings(), queue_file="/var/lib/ser-edge/mqtt-queue.jsonl")
+    assert load_settings(EXAMPLE) == dataclasses.replace(ServiceSettings(), mqtt=installed)
 
 
 def test_the_example_file_documents_every_key():
@@ -45,11 +50,10 @@ def test_the_example_file_documents_every_key():
 
 
 def test_the_example_enables_mqtt_with_only_host_and_enabled(tmp_path):
-    pytest.importorskip("edge.service.mqtt")
     data = tomllib.loads(EXAMPLE.read_text())
     data["mqtt"].update(enabled=True, host="broker.local", device_id="car1")
     settings = settings_from_dict(data)
-    assert settings.mqtt.host == "broker.local" and settings.mqtt.device_id == "car1" and settings.mqtt.qos == 1
+    assert settings.mqtt.enabled and settings.mqtt.host == "broker.local" and settings.mqtt.device_id == "car1" and settings.mqtt.qos == 1
     assert settings.mqtt.queue_file == "/var/lib/ser-edge/mqtt-queue.jsonl"
 
 
@@ -111,10 +115,13 @@ def test_bad_values_give_one_sentence_naming_key_value_and_what_is_allowed(data,
     assert "\n" not in text
 
 
-def test_mqtt_errors_from_its_own_settings_name_the_section():
-    pytest.importorskip("edge.service.mqtt")
-    with pytest.raises(ConfigError, match=r"^\[mqtt\]: .*device id 'car 1'"):
+def test_mqtt_values_are_checked_like_every_other_key_even_when_mqtt_is_off():
+    with pytest.raises(ConfigError, match=r'^mqtt.device_id = "car 1" is not allowed: use letters, digits, _ and - only'):
         settings_from_dict({"mqtt": {"enabled": True, "host": "b", "device_id": "car 1"}})
+    with pytest.raises(ConfigError, match=r"^mqtt.keepalive_s = 2 is not allowed: use 5 s or more"):
+        settings_from_dict({"mqtt": {"keepalive_s": 2}})
+    with pytest.raises(ConfigError, match=r"^mqtt.port = 0 is not allowed: use a port number from 1 to 65535"):
+        settings_from_dict({"mqtt": {"port": 0}})
     with pytest.raises(ConfigError, match='mqtt.password_file = "/nope" is not allowed: the file does not exist'):
         settings_from_dict({"mqtt": {"enabled": True, "host": "b", "username": "u", "password_file": "/nope"}})
 
@@ -153,13 +160,13 @@ def test_bad_flag_values_are_reported_with_the_key_they_set():
 
 
 def test_mqtt_flags_build_mqtt_settings():
-    pytest.importorskip("edge.service.mqtt")
     settings = load_settings(
         None, overrides_from_args(run_args("--mqtt", "broker.local:1884", "--mqtt-prefix", "cars", "--device-id", "car1"))
     )
     m = settings.mqtt
-    assert (m.host, m.port, m.topic_prefix, m.device_id) == ("broker.local", 1884, "cars", "car1")
-    assert load_settings(None, {}).mqtt is None
+    assert (m.enabled, m.host, m.port, m.topic_prefix, m.device_id) == (True, "broker.local", 1884, "cars", "car1")
+    assert not load_settings(None, {}).mqtt.enabled
+    assert load_settings(None, overrides_from_args(run_args("--mqtt", "[::1]"))).mqtt.host == "::1"
 
 
 def test_a_web_token_too_weak_to_guard_the_page_is_refused_without_showing_it(tmp_path):
@@ -176,9 +183,9 @@ def test_a_web_token_too_weak_to_guard_the_page_is_refused_without_showing_it(tm
     good = tmp_path / "token"
     good.write_text("  0123456789abcdef-token  \nsecond line\n")
     good.chmod(0o600)
-    assert settings_from_dict({"http": {"enabled": True, "token_file": str(good)}}).http_token() == "0123456789abcdef-token"
-    assert settings_from_dict({"http": {"enabled": True, "token": " 0123456789abcdef "}}).http_token() == "0123456789abcdef"
-    assert settings_from_dict({"http": {"enabled": True}}).http_token() is None
+    assert http_token(settings_from_dict({"http": {"enabled": True, "token_file": str(good)}}).http) == "0123456789abcdef-token"
+    assert http_token(settings_from_dict({"http": {"enabled": True, "token": " 0123456789abcdef "}}).http) == "0123456789abcdef"
+    assert http_token(settings_from_dict({"http": {"enabled": True}}).http) is None
 
 
 @pytest.mark.parametrize(
@@ -196,3 +203,33 @@ def test_levels_above_full_scale_and_infinite_or_nan_numbers_are_refused(toml, m
     with pytest.raises(ConfigError) as info:
         settings_from_dict(tomllib.loads(toml))
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: SourceSettings(rate_hz=5), "audio.rate_hz = 5 is not allowed: use a sample rate from 1000 to 384000 Hz"),
+        (lambda: AlertRule("angry", threshold=0.3, hysteresis=0.3), "policy.alerts.angry.hysteresis = 0.3 is not allowed"),
+        (lambda: GpioSettings(pin_factory="wiringpi"), 'gpio.pin_factory = "wiringpi" is not allowed: use one of mock, lgpio'),
+        (lambda: MqttSettings(host="a b"), 'mqtt.host = "a b" is not allowed: use a host name or address'),
+        (lambda: MqttSettings(host="h", password_file="/p"), 'mqtt.password_file = "/p" is not allowed: a password needs a user name'),
+    ],
+)
+def test_settings_made_in_code_are_checked_as_the_file_is(make, message):
+    """One check per value, wherever the settings come from: the sinks never see a value the file could not hold."""
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert str(info.value).startswith(message)
+
+
+def test_speech_overrides_only_the_keys_written_and_the_model_gives_the_rest():
+    trained = SpeechSettings(threshold_dbfs=-55.0, margin_db=9.0, min_speech_ratio=0.4)
+    assert load_settings(None, {}).speech.over(trained) == trained  # nothing written: the model's own gate
+    written = settings_from_dict(tomllib.loads("[speech]\nmargin_db = 6\n")).speech
+    assert written.over(trained) == SpeechSettings(threshold_dbfs=-55.0, margin_db=6.0, min_speech_ratio=0.4)
+    assert [f.name for f in dataclasses.fields(SpeechOverrides)] == [f.name for f in dataclasses.fields(SpeechSettings)]
+
+
+def test_an_int_written_for_a_number_becomes_a_float_and_a_bcm_pin_a_string():
+    settings = settings_from_dict({"policy": {"cooldown_s": 30}, "gpio": {"pin": 17}})
+    assert isinstance(settings.policy.rules[0].cooldown_s, float) and settings.gpio.pin == "17"

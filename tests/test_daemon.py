@@ -17,10 +17,11 @@ import pytest
 from edge.audio import read_audio
 from edge.classifier import StreamingClassifier
 from edge.model import Model
+from edge.policy import AlertRule, PolicySettings
 from edge.service.config import ConfigError, ServiceSettings, settings_from_dict
 from edge.service.daemon import Daemon, Notifier, Outputs, build
-from edge.service.policy import AlertRule, PolicySettings
-from edge.service.sources import FileSource, SourceSettings
+from edge.service.sources import FileSource
+from edge.settings import SourceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = "ravdess/Actor_01/03-01-05-02-01-01-01.flac"  # angry, 16 kHz
@@ -117,7 +118,7 @@ def test_reload_swaps_policy_and_sinks_and_a_bad_config_keeps_the_old_one(tiny_m
 
 def test_recording_is_off_by_default_and_writes_only_alert_audio_when_on(tiny_model_path, data_dir, tmp_path, caplog):
     from edge.service.daemon import build_outputs
-    from edge.service.recorder import RecordSettings
+    from edge.settings import RecordSettings
 
     assert build_outputs(ServiceSettings()).recorder is None
     settings = settings_from_dict({"debug": {"record": True, "record_dir": str(tmp_path / "rec"), "record_s": 2.0}})
@@ -515,3 +516,50 @@ def test_reload_takes_a_new_token_from_the_same_token_file(tiny_model_path, data
         assert status("old-token-0123456789abcdef") == 401
     finally:
         daemon.outputs.close()
+
+
+def test_a_model_with_labels_of_its_own_flows_through_the_page_the_daemon_and_mqtt(tmp_path, data_dir, mosquitto_broker):
+    """Nothing downstream keeps its own eight emotions: a 4-label model's labels reach every output."""
+    from mosquitto import Subscriber
+    from tiny_model import build_tiny_model
+
+    from edge.web.app import create_app
+
+    labels = ("bored", "frustrated", "neutral", "złość")
+    model_path = build_tiny_model(tmp_path / "own", name="own", labels=labels)
+    clip = data_dir / CLIP
+
+    client = create_app(model_path).test_client()
+    page = client.get("/").get_data(as_text=True)
+    assert 'data-emotions="bored,frustrated,neutral,złość"' in page
+    answer = client.post("/api/classify", data={"file": (clip.open("rb"), clip.name)}).get_json()
+    assert list(answer["probs"]) == list(labels) and answer["label"] in labels
+    assert answer["windows"] and all(list(w["probs"]) == list(labels) for w in answer["windows"])
+
+    b = mosquitto_broker
+    settings = settings_from_dict(
+        {
+            "audio": {"source": str(clip)},
+            "model": {"path": str(model_path)},
+            "policy": {"smoothing_windows": 1, "alerts": {"frustrated": {"threshold": 0.05, "hysteresis": 0.01, "hold_s": 0.0}}},
+            "mqtt": {"enabled": True, "host": b.host, "port": b.port, "device_id": "own"},
+        }
+    )
+    sub = Subscriber(b.host, b.port)
+    daemon = build(settings)
+    sink = ListSink()
+    daemon.outputs.sinks.append(sink)
+    try:
+        assert daemon.run() == 0
+        assert sub.wait_for_topic("ser-edge/own/alert", count=2)  # the alert and its end at the end of the file
+        discovery = sub.wait_for_topic("homeassistant/sensor/own_emotion/config")[0].json()
+        states = [m.json() for m in sub.on("ser-edge/own/state")]
+    finally:
+        sub.close()
+    assert [r.emotion for r in daemon.policy.settings.rules] == ["frustrated"]  # sad, angry, fearful: not its labels
+    assert all(list(w["probs"]) == list(labels) for w in sink.of("window"))
+    assert {e["state"] for e in sink.of("state")} <= {*labels, "silence"}
+    assert all(list(e["probs"]) == list(labels) for e in sink.of("state") if e["probs"])
+    assert {e["emotion"] for e in sink.of("alert")} == {"frustrated"}
+    assert discovery["options"] == [*labels, "silence"]
+    assert states and states[-1]["state"] in {*labels, "silence"}

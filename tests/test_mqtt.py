@@ -15,8 +15,10 @@ import pytest
 from mosquitto import MosquittoBroker, Subscriber, free_port
 
 from edge.service.backoff import BackoffSettings
-from edge.service.mqtt import MqttConfigError, MqttSettings, MqttSink, discovery_configs, read_password
+from edge.service.homeassistant import discovery_configs
+from edge.service.mqtt import MqttConfigError, MqttSink, read_password
 from edge.service.queue import AlertQueue, QueueFileError
+from edge.settings import ConfigError, MqttSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = BackoffSettings(initial_s=0.1, max_s=0.5)
@@ -138,30 +140,18 @@ def test_queue_in_memory_and_bad_paths(tmp_path):
 # -- settings ---------------------------------------------------------------------------------------
 
 
-def test_settings_from_address():
-    s = MqttSettings.from_address("broker.local", device_id="a")
-    assert (s.host, s.port) == ("broker.local", 1883)
-    s = MqttSettings.from_address("10.0.0.2:8883", device_id="a", tls=True)
-    assert (s.host, s.port, s.tls) == ("10.0.0.2", 8883, True)
-    s = MqttSettings.from_address("[::1]:1884", device_id="a")
-    assert (s.host, s.port) == ("::1", 1884)
-    assert s.topic("alert") == "ser-edge/a/alert"
-    with pytest.raises(MqttConfigError, match="port that is not a number"):
-        MqttSettings.from_address("host:mqtt", device_id="a")
-
-
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"port": 0}, "out of range"),
-        ({"device_id": "kitchen pi"}, "device id"),
-        ({"topic_prefix": "home/#"}, "topic_prefix"),
-        ({"qos": 3}, "qos"),
-        ({"password_file": "/x"}, "without a username"),
+        ({"port": 0}, "mqtt.port = 0 is not allowed: use a port number from 1 to 65535"),
+        ({"device_id": "kitchen pi"}, 'mqtt.device_id = "kitchen pi" is not allowed'),
+        ({"topic_prefix": "home/#"}, 'mqtt.topic_prefix = "home/#" is not allowed: use a topic without'),
+        ({"qos": 3}, "mqtt.qos = 3 is not allowed: use 0, 1 or 2"),
+        ({"password_file": "/x"}, "a password needs a user name"),
     ],
 )
 def test_settings_refuse_what_cannot_work(fields, message):
-    with pytest.raises(MqttConfigError, match=message) as info:
+    with pytest.raises(ConfigError, match=message) as info:
         MqttSettings(host="h", **({"device_id": "d"} | fields))
     assert isinstance(info.value, ValueError), "the service's config turns ValueError into exit status 2"
 
@@ -204,6 +194,13 @@ def test_discovery_payloads_follow_home_assistant():
     assert binary["state_topic"] == "ser/pi4/alert_active"
     assert sensor["unique_id"] != binary["unique_id"]
     assert sensor["device"] == binary["device"], "both entities belong to one device"
+    assert "options" not in sensor  # without the model's labels: a plain text sensor
+
+
+def test_discovery_offers_the_models_labels_and_silence():
+    labels = ("bored", "frustrated", "neutral", "złość")
+    sensor = discovery_configs(MqttSettings(host="h", device_id="pi4"), labels)["homeassistant/sensor/pi4_emotion/config"]
+    assert sensor["device_class"] == "enum" and sensor["options"] == [*labels, "silence"]
 
 
 # -- the sink against a real broker -------------------------------------------------------------------

@@ -49,7 +49,8 @@ def add_parser(sub) -> None:
 
 def main(args) -> int:
     from edge.model import ModelError
-    from edge.service.config import read_token
+    from edge.signals import StopFlag
+    from edge.web.access import read_token
     from edge.web.app import create_app
     from edge.web.server import ServerError, serve_in_thread
 
@@ -69,8 +70,6 @@ def main(args) -> int:
     except (ValueError, ModelError, ServerError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    from edge.service.daemon import StopFlag
 
     stop = StopFlag()  # not threading.Event: its set() may deadlock inside a signal handler
     for sig in (signal.SIGINT, signal.SIGTERM):

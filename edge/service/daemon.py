@@ -9,8 +9,8 @@ loop runs in the main thread:
   sink (GPIO off, MQTT offline and queue saved) and returns 0.
 - SIGHUP re-reads the configuration; the policy and the sinks are rebuilt from it. A bad
   new configuration is logged and the old one kept.
-- systemd: READY=1 once listening, WATCHDOG=1 from the loop itself (so a stalled loop is
-  restarted), STOPPING=1 on the way out. Without $NOTIFY_SOCKET nothing is sent.
+- systemd (``sd_notify``): READY=1 once listening, WATCHDOG=1 from the loop itself (so a
+  stalled loop is restarted), STOPPING=1 on the way out. Without $NOTIFY_SOCKET nothing is sent.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -29,84 +27,22 @@ from datetime import datetime, timezone
 
 from edge.classifier import StreamingClassifier
 from edge.model import Model
-from edge.service.config import ConfigError, ServiceSettings
+from edge.policy import Policy
 from edge.service.events import Sink
 from edge.service.gpio_sink import GpioSink
-from edge.service.policy import Policy
 from edge.service.recorder import AlertRecorder
+from edge.service.sd_notify import Notifier
 from edge.service.sources import AudioSource, open_source
 from edge.service.stdout_sink import StdoutSink
+from edge.settings import ConfigError, ServiceSettings
+from edge.signals import StopFlag
+from edge.web.access import http_token
 
 log = logging.getLogger(__name__)
-
-WATCHDOG_FRACTION = 0.5  # ping at half the WatchdogSec period, as sd_watchdog_enabled(3) advises
-STOP_POLL_S = 0.05  # how often a StopFlag.wait looks at the flag: the longest a stop can go unnoticed in a wait
-
-
-class StopFlag:
-    """threading.Event's is_set/set/wait, safe to set from a signal handler.
-
-    Event.set takes a lock that the interrupted main thread may be holding inside Event.wait,
-    and then the handler waits for itself forever. Here set() is a plain assignment and
-    wait() sleeps in short slices.
-    """
-
-    def __init__(self) -> None:
-        self._flag = False
-
-    def set(self) -> None:
-        self._flag = True
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._flag:
-            remaining = STOP_POLL_S if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            time.sleep(min(remaining, STOP_POLL_S))
-        return self._flag
 
 
 class StartError(RuntimeError):
     """A part of the service could not start (model, source, a sink), with one sentence saying why."""
-
-
-# --------------------------------------------------------------------------------------------- systemd
-
-
-class Notifier:
-    """sd_notify(3) in a few lines: datagrams to $NOTIFY_SOCKET, and the watchdog period."""
-
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        env = os.environ if env is None else env
-        self.address = env.get("NOTIFY_SOCKET") or None
-        usec = env.get("WATCHDOG_USEC", "")
-        pid = env.get("WATCHDOG_PID", "")
-        enabled = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
-        self.watchdog_s = int(usec) / 1e6 if enabled else None
-        self._last_ping = 0.0
-
-    def send(self, message: str) -> bool:
-        if not self.address:
-            return False
-        address = "\0" + self.address[1:] if self.address.startswith("@") else self.address  # abstract namespace
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.connect(address)
-                sock.sendall(message.encode())
-            return True
-        except OSError as exc:
-            log.debug("sd_notify %r failed: %s", message, exc)
-            return False
-
-    def watchdog(self, now: float) -> None:
-        """Ping the watchdog if half its period has passed since the last ping."""
-        if self.watchdog_s is not None and now - self._last_ping >= self.watchdog_s * WATCHDOG_FRACTION:
-            self._last_ping = now
-            self.send("WATCHDOG=1")
 
 
 # --------------------------------------------------------------------------------------------- outputs
@@ -150,11 +86,11 @@ def build_outputs(settings: ServiceSettings, model: Model | None = None, web: tu
                 sinks.append(GpioSink(settings.gpio))
             except GpioError as exc:
                 raise StartError(str(exc)) from None
-        if settings.mqtt is not None:
+        if settings.mqtt.enabled:
             from edge.service.mqtt import MqttSink
 
             try:
-                sinks.append(MqttSink(settings.mqtt))
+                sinks.append(MqttSink(settings.mqtt, labels=model.labels if model is not None else ()))
             except ValueError as exc:  # MqttConfigError: unreadable password or CA file
                 raise StartError(str(exc)) from None
         if settings.debug.record:
@@ -184,7 +120,7 @@ def _start_web(settings: ServiceSettings, model: Model | None):
         raise StartError(f"--http needs the web page (edge.web), which cannot be imported ({exc})") from None
     feed = LiveFeed()
     try:
-        token = settings.http_token()
+        token = http_token(settings.http)
         app = create_app(model if model is not None else (settings.model.path or None), live=feed, token=token)
         server = serve_in_thread(app, settings.http.host, settings.http.port)
         server.token = token
@@ -408,7 +344,7 @@ class Daemon:
 
 def _token_unchanged(settings: ServiceSettings, web) -> bool:
     try:
-        return settings.http_token() == getattr(web, "token", None)
+        return http_token(settings.http) == getattr(web, "token", None)
     except (OSError, ValueError):
         return False
 
@@ -418,7 +354,8 @@ def build(settings: ServiceSettings, reload: Callable[[], ServiceSettings] | Non
     from edge.service.sources import SourceError
 
     model = Model(settings.model.path or None, threads=settings.model.threads)
-    classifier = StreamingClassifier(model, settings.speech)
+    # [speech] replaces only the keys it writes; the others stay as the model was trained.
+    classifier = StreamingClassifier(model, settings.speech.over(model.contract.speech))
     try:
         Policy(settings.policy, model.labels)  # refuses a rule for a label the model does not have, before anything opens
     except ValueError as exc:

@@ -10,32 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+
+from edge.settings import GpioSettings
 
 log = logging.getLogger(__name__)
-
-GPIO_KINDS = ("led", "buzzer", "output")
-PIN_FACTORIES = ("", "mock", "lgpio", "rpigpio", "pigpio", "native")
 
 
 class GpioError(RuntimeError):
     """The pin cannot be driven, with one sentence saying why."""
-
-
-@dataclass(frozen=True)
-class GpioSettings:
-    """The pin that signals an active alert."""
-
-    enabled: bool = False
-    """Drive a pin while an alert is active."""
-    pin: str = ""
-    """BCM number ("17") or any gpiozero pin name ("GPIO17", "BOARD11")."""
-    kind: str = "led"
-    """led, buzzer or output (a plain digital output, e.g. a relay)."""
-    active_high: bool = True
-    """The pin is high while an alert is active (false: low, for active-low boards)."""
-    pin_factory: str = ""
-    """gpiozero pin factory: "" for gpiozero's default, or mock, lgpio, rpigpio, pigpio, native."""
 
 
 class GpioSink:
@@ -89,8 +71,6 @@ class GpioSink:
 
 
 def _make_device(settings: GpioSettings):
-    if settings.pin_factory and settings.pin_factory not in PIN_FACTORIES:
-        raise GpioError(f"unknown GPIO pin factory {settings.pin_factory!r}; use one of {', '.join(f for f in PIN_FACTORIES if f)}")
     if settings.pin_factory and settings.pin_factory != "mock":
         os.environ["GPIOZERO_PIN_FACTORY"] = settings.pin_factory  # read by gpiozero when it makes its first pin
     try:

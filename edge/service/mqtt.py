@@ -7,8 +7,9 @@ Topics, under ``{topic_prefix}/{device_id}``:
 - ``alert``: "alert" and "alert_end" events as JSON, not retained, delivered at least once, in order.
 - ``alert_active``: ``{"state": "ON"|"OFF", "alerts": {id: emotion}}`` now, retained (latest wins).
 - ``health``: the periodic health event, QoS 0; ``window``: every window, only with ``publish_windows``.
-Home Assistant discovery (retained, on every connect): ``{discovery_prefix}/sensor/{device_id}_emotion/config``
-and ``{discovery_prefix}/binary_sensor/{device_id}_alert/config``.
+Home Assistant discovery (retained, on every connect) is :mod:`edge.service.homeassistant`: an emotion
+sensor whose options are the model's labels, and an alert binary sensor. The settings are
+``edge.settings.MqttSettings`` (the [mqtt] table).
 
 Nothing lost: every alert event goes into the :class:`~edge.service.queue.AlertQueue` (written to its
 file) before anything else, and leaves it only when the broker has acknowledged the publish.
@@ -26,17 +27,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
-from edge import __version__
 from edge.service.backoff import Backoff, BackoffSettings, retry
+from edge.service.homeassistant import discovery_configs
 from edge.service.queue import AlertQueue
+from edge.settings import ConfigError, MqttSettings
+
+__all__ = ["MqttConfigError", "MqttSettings", "MqttSink", "discovery_configs", "read_password", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -54,98 +56,9 @@ was otherwise hammered with hundreds of connections a second."""
 QUEUED_TYPES = ("alert", "alert_end")
 """Events that go through the persistent queue: they must arrive, in order."""
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
-
-class MqttConfigError(ValueError):
-    """A setting of the MQTT sink cannot work; the message is one sentence naming it and the fix."""
-
-
-def default_device_id() -> str:
-    """The host name, lowercased, with anything but letters, digits, _ and - replaced by _."""
-    return re.sub(r"[^a-z0-9_-]", "_", socket.gethostname().lower()) or "ser-edge"
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """Where to publish and how; password and CA certificate are read from files, never given inline."""
-
-    host: str
-    """Broker host name or address."""
-    port: int = 1883
-    """Broker TCP port (usually 8883 with TLS)."""
-    device_id: str = field(default_factory=default_device_id)
-    """This device in topic names and Home Assistant ids: letters, digits, _ and -."""
-    topic_prefix: str = "ser-edge"
-    """First level of every topic: {topic_prefix}/{device_id}/..."""
-    username: str | None = None
-    """User name for the broker, if it requires one."""
-    password_file: str | None = None
-    """File holding the broker password (one line; the trailing newline is ignored)."""
-    tls: bool = False
-    """Connect with TLS."""
-    ca_file: str | None = None
-    """CA certificate bundle (PEM) to verify the broker with TLS; None uses the system's."""
-    keepalive_s: int = 30
-    """MQTT keepalive: the broker declares the device gone (and publishes the will) after 1.5 times this."""
-    discovery: bool = True
-    """Publish Home Assistant MQTT discovery configs so the device appears by itself."""
-    discovery_prefix: str = "homeassistant"
-    """Home Assistant's discovery prefix."""
-    queue_file: str | None = None
-    """File that keeps undelivered alerts across restarts; None keeps them in memory only."""
-    queue_max: int = 1000
-    """Most undelivered alert events kept; beyond it the oldest is dropped with a warning."""
-    client_id: str | None = None
-    """MQTT client id; None means ser-edge-{device_id}."""
-    qos: int = 1
-    """QoS of alerts, state and availability; 1 (at least once) is what makes alerts survive outages."""
-    publish_windows: bool = False
-    """Also publish every classified window (several a second) to {topic_prefix}/{device_id}/window."""
-
-    def __post_init__(self) -> None:
-        if not self.host or any(c.isspace() for c in self.host):
-            raise MqttConfigError(f"the MQTT host {self.host!r} is not a host name or address; give one such as 127.0.0.1 or broker.local")
-        if not 1 <= int(self.port) <= 65535:
-            raise MqttConfigError(f"the MQTT port {self.port} is out of range; use 1883 (or 8883 with TLS)")
-        if not _ID_RE.match(self.device_id):
-            raise MqttConfigError(f"the device id {self.device_id!r} may only hold letters, digits, _ and -; choose one such as kitchen-pi")
-        for name in ("topic_prefix", "discovery_prefix"):
-            value = getattr(self, name)
-            if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
-                raise MqttConfigError(f"the MQTT {name} {value!r} must be a topic without + or # and without a leading or trailing /")
-        if self.qos not in (0, 1, 2):
-            raise MqttConfigError(f"the MQTT qos {self.qos} must be 0, 1 or 2 (1 is the one that keeps alerts)")
-        if self.keepalive_s < 5:
-            raise MqttConfigError(f"the MQTT keepalive_s {self.keepalive_s} is too short; use 5 s or more (30 is usual)")
-        if self.queue_max < 1:
-            raise MqttConfigError(f"the MQTT queue_max {self.queue_max} must be at least 1")
-        if self.password_file and not self.username:
-            raise MqttConfigError("an MQTT password_file was given without a username; set username too")
-
-    @classmethod
-    def from_address(cls, address: str, **fields) -> MqttSettings:
-        """Settings from ``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` plus any other fields."""
-        host, port = address, None
-        if address.startswith("["):
-            host, _, rest = address[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else None
-        elif address.count(":") == 1:
-            host, port = address.split(":")
-        if port is not None:
-            try:
-                fields["port"] = int(port)
-            except ValueError:
-                raise MqttConfigError(f"the MQTT address {address!r} has a port that is not a number; write HOST or HOST:PORT") from None
-        return cls(host=host, **fields)
-
-    @property
-    def base_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.device_id}"
-
-    def topic(self, leaf: str) -> str:
-        """The topic {topic_prefix}/{device_id}/{leaf}."""
-        return f"{self.base_topic}/{leaf}"
+class MqttConfigError(ConfigError):
+    """A file of the MQTT sink (password, CA certificate) or paho itself cannot be used; one sentence naming it and the fix."""
 
 
 def read_password(path: str | Path) -> str:
@@ -177,52 +90,6 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
         raise MqttConfigError(f"the MQTT CA file {settings.ca_file} is not a usable PEM certificate ({exc})") from None
 
 
-def discovery_configs(settings: MqttSettings) -> dict[str, dict]:
-    """Home Assistant MQTT discovery: {config topic: payload} for the emotion sensor and the alert binary sensor."""
-    s = settings
-    device = {
-        "identifiers": [f"ser_edge_{s.device_id}"],
-        "name": f"Speech emotion {s.device_id}",
-        "model": "ser-edge speech emotion recognition",
-        "manufacturer": "ser-edge",
-        "sw_version": __version__,
-    }
-    availability = {
-        "availability_topic": s.topic("availability"),
-        "payload_available": "online",
-        "payload_not_available": "offline",
-    }
-    emotion = {
-        "name": "Emotion",
-        "unique_id": f"ser_edge_{s.device_id}_emotion",
-        "state_topic": s.topic("state"),
-        "value_template": "{{ value_json.state }}",
-        "json_attributes_topic": s.topic("state"),
-        "json_attributes_template": "{{ (value_json.probs or {}) | tojson }}",  # probs is null in silence
-        "icon": "mdi:account-voice",
-        **availability,
-        "device": device,
-    }
-    alert = {
-        "name": "Emotion alert",
-        "unique_id": f"ser_edge_{s.device_id}_alert",
-        # Retained and current (not the alert stream, which a queue may deliver late): ON while any alert is active.
-        "state_topic": s.topic("alert_active"),
-        "value_template": "{{ value_json.state }}",
-        "payload_on": "ON",
-        "payload_off": "OFF",
-        "json_attributes_topic": s.topic("alert_active"),
-        "json_attributes_template": "{{ value_json.alerts | tojson }}",
-        "device_class": "problem",
-        **availability,
-        "device": device,
-    }
-    return {
-        f"{s.discovery_prefix}/sensor/{s.device_id}_emotion/config": emotion,
-        f"{s.discovery_prefix}/binary_sensor/{s.device_id}_alert/config": alert,
-    }
-
-
 def _require_paho() -> None:
     """paho-mqtt 2.x, imported only when MQTT is on; MqttConfigError naming the fix if it is missing or 1.x."""
     try:
@@ -247,9 +114,10 @@ class MqttSink:
 
     name = "mqtt"
 
-    def __init__(self, settings: MqttSettings, backoff: BackoffSettings | None = None) -> None:
+    def __init__(self, settings: MqttSettings, backoff: BackoffSettings | None = None, labels: Sequence[str] = ()) -> None:
         _require_paho()
         self.settings = settings
+        self.labels = tuple(labels)  # the model's: the emotion sensor's options in Home Assistant
         self._password = read_password(settings.password_file) if settings.password_file else None
         self._tls = tls_context(settings)
         self._queue = AlertQueue(settings.queue_file, settings.queue_max)
@@ -497,7 +365,7 @@ class MqttSink:
             self._client = client
             self._publish(s.topic("availability"), "online", s.qos, retain=True)
             if s.discovery:
-                for topic, config in discovery_configs(s).items():
+                for topic, config in discovery_configs(s, self.labels).items():
                     self._publish(topic, _dumps(config), s.qos, retain=True)
             if self._latest_state is not None:
                 self._publish(s.topic("state"), _dumps(self._latest_state), s.qos, retain=True)

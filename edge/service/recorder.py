@@ -11,26 +11,14 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge.pcm import int16_to_float
+from edge.settings import RecordSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RecordSettings:
-    """Debug recording of the audio behind alerts."""
-
-    record: bool = False
-    """Write the audio before each alert to record_dir (off by default: no audio leaves memory)."""
-    record_dir: str = ""
-    """Folder for the WAV files, one per alert."""
-    record_s: float = 15.0
-    """Seconds of audio before each alert to write."""
 
 
 class AlertRecorder:

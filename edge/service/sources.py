@@ -30,6 +30,7 @@ import numpy as np
 from edge.audio import read_audio
 from edge.pcm import int16_to_float
 from edge.service.backoff import Backoff, BackoffSettings, retry
+from edge.settings import SourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,30 +50,6 @@ class AudioSource(Protocol):
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]: ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class SourceSettings:
-    """Which audio the service listens to."""
-
-    source: str = "mic"
-    """"mic" for a microphone, "-" for raw PCM on stdin, anything else is an audio file path."""
-    device: str = ""
-    """Microphone: an input device index, or part of its name; "" for the system default."""
-    rate_hz: int = 16000
-    """stdin: sample rate of the raw PCM."""
-    channels: int = 1
-    """stdin: interleaved channels in the raw PCM (mixed to mono)."""
-    chunk_ms: int = 100
-    """Length of the chunks read from the source."""
-    realtime: bool = False
-    """File: pace the file at the speed of real time instead of as fast as possible."""
-    loop: bool = False
-    """File: start over at the end, forever."""
-
-    @property
-    def kind(self) -> str:
-        return "mic" if self.source == "mic" else "stdin" if self.source == "-" else "file"
 
 
 def open_source(settings: SourceSettings) -> AudioSource:

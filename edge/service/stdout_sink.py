@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from typing import TextIO
+
+from edge.settings import StdoutSettings
 
 DEFAULT_TYPES = ("state", "alert", "alert_end")
 VERBOSE_TYPES = ("window", "state", "alert", "alert_end", "health")
-
-
-@dataclass(frozen=True)
-class StdoutSettings:
-    """What the service prints on stdout."""
-
-    enabled: bool = True
-    """Print events as JSON lines on stdout."""
-    verbose: bool = False
-    """Also print every classified window and the periodic health event."""
 
 
 class StdoutSink:

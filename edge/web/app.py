@@ -8,7 +8,9 @@
 
 Uploads are decoded in memory and classified by the same StreamingClassifier as the
 `classify` command; nothing is written to disk and the client's filename is only shown,
-never used as a path. With a token, every request must carry it.
+never used as a path. With a token, every request must carry it (``edge.web.access``).
+``create_app`` builds the app; each route below is a plain function that reads what it
+needs from ``page()``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import flask
@@ -26,7 +29,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edge import __version__
 from edge.audio import AudioError, ClipTooLongError, decode_audio
+from edge.classifier import StreamingClassifier
 from edge.model import Model
+from edge.web.access import given_token, loopback_host
 from edge.web.live import CLOSED, LiveFeed, clear_queue
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,21 @@ class InMemoryRequest(flask.Request):
         return io.BytesIO()
 
 
+@dataclass(frozen=True)
+class Page:
+    """What every route reads: one classifier (with the lock its state needs), the model's facts, the live feed, the limits."""
+
+    classifier: StreamingClassifier
+    classify_lock: threading.Lock
+    """Flask serves requests on several threads; the classifier has state."""
+    model_name: str
+    labels: tuple[str, ...]
+    hop_s: float
+    live: LiveFeed | None
+    token: str | None
+    max_upload_bytes: int
+
+
 def create_app(
     model_path=None,
     *,
@@ -62,129 +82,164 @@ def create_app(
     ``live`` adds the live view; ``token`` makes every request require it.
     Raises ModelError if the model cannot be served.
     """
-    from edge.classifier import StreamingClassifier
-
     if isinstance(model_path, Model):
         threads = model_path.threads if threads is None else threads
         model_path = model_path.path
     if token is not None and not token.strip():
         raise ValueError("the web token is empty; put a long random string in the token file or the [http] token setting")
     model = Model(model_path, threads=threads)
-    classifier = StreamingClassifier(model)
-    classify_lock = threading.Lock()  # Flask serves requests on several threads; the classifier has state
 
     here = Path(__file__).parent
     app = flask.Flask(__name__, static_folder=str(here / "static"), template_folder=str(here / "templates"))
     app.request_class = InMemoryRequest
     app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), SER_TOKEN_SET=token is not None)
     app.json.sort_keys = False
-    model_name = model.path.stem
-
-    @app.before_request
-    def check_access():
-        if token is None:
-            # Without a token the server only listens on loopback; refusing other Host names
-            # keeps a web site from reaching it through DNS rebinding.
-            if not _loopback_host(flask.request.host):
-                return _error(403, f"requests must address this device as localhost, not {flask.request.host!r}")
-            return None
-        given = _given_token(flask.request)
-        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
-            return _error(401, "this server requires its token: send the header 'Authorization: Bearer <token>' or add ?token=<token>")
-        return None
-
-    @app.after_request
-    def harden(response: flask.Response) -> flask.Response:
-        h = response.headers
-        h["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "connect-src 'self'; media-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-        )
-        h["X-Content-Type-Options"] = "nosniff"
-        h["Referrer-Policy"] = "no-referrer"  # the token may be in the URL
-        h["X-Frame-Options"] = "DENY"
-        h.setdefault("Cache-Control", "no-store")
-        return response
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        if isinstance(exc, RequestEntityTooLarge):
-            # The body was refused before its filename could be read.
-            return _error(413, f"the upload is larger than the limit of {_mb(max_upload_bytes)}", path="upload")
-        return _error(exc.code or 500, f"{exc.name.lower()}: {flask.request.method} {flask.request.path}")
-
-    @app.get("/")
-    def page():
-        given = flask.request.args.get("token") if token is not None else None
-        return flask.render_template(
-            "index.html",
-            live=live is not None,
-            model_name=model_name,
-            version=__version__,
-            emotions=model.labels,
-            max_upload=_mb(max_upload_bytes),
-            max_upload_bytes=max_upload_bytes,
-            hop_s=model.contract.hop_s,
-            token_query={"token": given} if given else {},
-        )
-
-    @app.post("/api/classify")
-    def classify():
-        upload = flask.request.files.get("file")
-        if upload is None:
-            other = ", ".join(sorted(flask.request.files)) or "none"
-            return _error(400, f"send the audio as the multipart form field 'file' (fields received: {other})", path=None)
-        name = _display_name(upload.filename)
-        stream = upload.stream  # a BytesIO (InMemoryRequest): decoded where it lies, not copied
-        size = stream.seek(0, io.SEEK_END)
-        stream.seek(0)
-        if size == 0:
-            return _error(400, f"{name}: the file is empty (0 bytes)", path=name)
-        try:
-            audio, rate = decode_audio(stream, name, MAX_CLIP_S)
-            with classify_lock:
-                result = classifier.classify_clip(audio, rate, name)
-        except ClipTooLongError as exc:
-            return _error(413, str(exc), path=name)
-        except AudioError as exc:
-            return _error(400, str(exc), path=name)
-        except Exception as exc:  # one bad upload must not end the server
-            log.warning("classification of an upload failed", exc_info=True)
-            return _error(500, f"{name}: could not be classified ({type(exc).__name__}: {exc})", path=name)
-        finally:
-            upload.close()  # nothing of the upload outlives the request
-        out = result.to_dict(name)
-        out["windows"] = [w.to_dict() for w in result.windows]
-        log.info("classified upload %s: %s (%.1f s)", name, result.label, result.duration_s)
-        return flask.jsonify(out)
-
-    @app.get("/api/state")
-    def state():
-        if live is None:
-            return _error(404, LIVE_ONLY)
-        return flask.jsonify(live.snapshot())
-
-    @app.get("/api/health")
-    def health():
-        if live is None:
-            return _error(404, LIVE_ONLY)
-        return flask.jsonify(live.health())
-
-    @app.get("/api/events")
-    def events():
-        if live is None:
-            return _error(404, LIVE_ONLY)
-        sub = live.subscribe()
-        if sub is None:
-            why = "the service has stopped" if live.closed else f"too many live views are open (at most {live.settings.max_subscribers})"
-            return _error(503, f"cannot follow the live view now: {why}")
-        return flask.Response(
-            _stream(live, sub),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
-
+    app.extensions["ser_edge"] = Page(
+        classifier=StreamingClassifier(model),
+        classify_lock=threading.Lock(),
+        model_name=model.path.stem,
+        labels=model.labels,
+        hop_s=model.contract.hop_s,
+        live=live,
+        token=token,
+        max_upload_bytes=int(max_upload_bytes),
+    )
+    app.before_request(check_access)
+    app.after_request(harden)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_blueprint(routes)
     return app
+
+
+def page() -> Page:
+    return flask.current_app.extensions["ser_edge"]
+
+
+# --------------------------------------------------------------------------------------------- every request
+
+
+def check_access():
+    """Without a token, only requests addressed to this machine's loopback; with one, only requests that carry it."""
+    token = page().token
+    if token is None:
+        # Without a token the server only listens on loopback; refusing other Host names
+        # keeps a web site from reaching it through DNS rebinding.
+        if not loopback_host(flask.request.host):
+            return _error(403, f"requests must address this device as localhost, not {flask.request.host!r}")
+        return None
+    given = given_token(flask.request.headers.get("Authorization", ""), flask.request.args.get("token"))
+    if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+        return _error(401, "this server requires its token: send the header 'Authorization: Bearer <token>' or add ?token=<token>")
+    return None
+
+
+def harden(response: flask.Response) -> flask.Response:
+    """Headers that keep the page to its own origin and the token out of referrers and caches."""
+    h = response.headers
+    h["Content-Security-Policy"] = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; media-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+    h["X-Content-Type-Options"] = "nosniff"
+    h["Referrer-Policy"] = "no-referrer"  # the token may be in the URL
+    h["X-Frame-Options"] = "DENY"
+    h.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def http_error(exc: HTTPException):
+    """Errors as JSON sentences, like every other answer."""
+    if isinstance(exc, RequestEntityTooLarge):
+        # The body was refused before its filename could be read.
+        return _error(413, f"the upload is larger than the limit of {_mb(page().max_upload_bytes)}", path="upload")
+    return _error(exc.code or 500, f"{exc.name.lower()}: {flask.request.method} {flask.request.path}")
+
+
+# --------------------------------------------------------------------------------------------- routes
+
+routes = flask.Blueprint("page", __name__)
+
+
+@routes.get("/")
+def index():
+    """The page: upload or record a clip; the live view above it under the service."""
+    p = page()
+    given = flask.request.args.get("token") if p.token is not None else None
+    return flask.render_template(
+        "index.html",
+        live=p.live is not None,
+        model_name=p.model_name,
+        version=__version__,
+        emotions=p.labels,
+        max_upload=_mb(p.max_upload_bytes),
+        max_upload_bytes=p.max_upload_bytes,
+        hop_s=p.hop_s,
+        token_query={"token": given} if given else {},
+    )
+
+
+@routes.post("/api/classify")
+def classify():
+    """An uploaded clip's verdict, as `classify --json` prints it, plus its windows for the timeline."""
+    upload = flask.request.files.get("file")
+    if upload is None:
+        other = ", ".join(sorted(flask.request.files)) or "none"
+        return _error(400, f"send the audio as the multipart form field 'file' (fields received: {other})", path=None)
+    name = _display_name(upload.filename)
+    stream = upload.stream  # a BytesIO (InMemoryRequest): decoded where it lies, not copied
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(0)
+    if size == 0:
+        return _error(400, f"{name}: the file is empty (0 bytes)", path=name)
+    p = page()
+    try:
+        audio, rate = decode_audio(stream, name, MAX_CLIP_S)
+        with p.classify_lock:
+            result = p.classifier.classify_clip(audio, rate, name)
+    except ClipTooLongError as exc:
+        return _error(413, str(exc), path=name)
+    except AudioError as exc:
+        return _error(400, str(exc), path=name)
+    except Exception as exc:  # one bad upload must not end the server
+        log.warning("classification of an upload failed", exc_info=True)
+        return _error(500, f"{name}: could not be classified ({type(exc).__name__}: {exc})", path=name)
+    finally:
+        upload.close()  # nothing of the upload outlives the request
+    out = result.to_dict(name)
+    out["windows"] = [w.to_dict() for w in result.windows]
+    log.info("classified upload %s: %s (%.1f s)", name, result.label, result.duration_s)
+    return flask.jsonify(out)
+
+
+@routes.get("/api/state")
+def state():
+    """Live only: the smoothed state, recent windows and active alerts."""
+    live = page().live
+    return flask.jsonify(live.snapshot()) if live is not None else _error(404, LIVE_ONLY)
+
+
+@routes.get("/api/health")
+def health():
+    """Live only: the service's last health event and uptime."""
+    live = page().live
+    return flask.jsonify(live.health()) if live is not None else _error(404, LIVE_ONLY)
+
+
+@routes.get("/api/events")
+def events():
+    """Live only: the service's events pushed as server-sent events, after a snapshot."""
+    live = page().live
+    if live is None:
+        return _error(404, LIVE_ONLY)
+    sub = live.subscribe()
+    if sub is None:
+        why = "the service has stopped" if live.closed else f"too many live views are open (at most {live.settings.max_subscribers})"
+        return _error(503, f"cannot follow the live view now: {why}")
+    return flask.Response(
+        _stream(live, sub),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 def _stream(live: LiveFeed, sub):
@@ -229,37 +284,6 @@ def _error(status: int, message: str, path: str | None = None):
     response = flask.jsonify(body)
     response.status_code = status
     return response
-
-
-def _given_token(request: flask.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return request.args.get("token")
-
-
-def _loopback_host(host: str) -> bool:
-    """Whether a Host header ("name", "name:port", "[::1]:port") names this machine's loopback."""
-    if host.startswith("[") and "]" in host:
-        name = host[1 : host.index("]")]
-    elif host.count(":") == 1:
-        name = host.split(":", 1)[0]
-    else:
-        name = host
-    return is_loopback(name)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a host name or address is this machine only (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
-
-    name = host.strip().strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def _mb(n: int) -> str:

@@ -12,7 +12,7 @@ import threading
 
 from werkzeug.serving import WSGIRequestHandler, get_sockaddr, make_server, select_address_family
 
-from edge.web.app import is_loopback
+from edge.web.access import is_loopback
 
 log = logging.getLogger(__name__)
 

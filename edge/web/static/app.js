@@ -5,7 +5,7 @@
 
 (function () {
   const body = document.body;
-  const EMOTIONS = body.dataset.emotions.split(",");
+  const EMOTIONS = body.dataset.emotions.split(","); // the model's labels, from its contract
   const HOP_S = parseFloat(body.dataset.hopS) || 0.5;
   const MAX_UPLOAD_BYTES = parseInt(body.dataset.maxUploadBytes, 10);
   const MAX_RECORD_S = 60; // a longer recording would only make a bigger upload
@@ -23,6 +23,28 @@
     if (text !== undefined) node.textContent = text;
     return node;
   }
+
+  // style.css colours the shipped model's eight emotions; a model may have other labels. Each label
+  // without a colour of its own gets one here, its hue a golden angle (137.5°) from the previous one's,
+  // so any number of them stay apart.
+  const EXTRA_COLOURS = new Map();
+  for (const label of EMOTIONS) {
+    const probe = el("span");
+    probe.dataset.emotion = label;
+    body.append(probe);
+    if (!getComputedStyle(probe).getPropertyValue("--c").trim()) {
+      EXTRA_COLOURS.set(label, "hsl(" + ((200 + 137.5 * EXTRA_COLOURS.size) % 360).toFixed(0) + " 55% 45%)");
+    }
+    probe.remove();
+  }
+
+  function tint(node, label) {
+    node.dataset.emotion = label;
+    if (EXTRA_COLOURS.has(label)) node.style.setProperty("--c", EXTRA_COLOURS.get(label));
+    else node.style.removeProperty("--c");
+  }
+
+  document.querySelectorAll(".key[data-emotion]").forEach((key) => tint(key, key.dataset.emotion));
 
   function pct(p) {
     return (100 * p).toFixed(p >= 0.995 || p < 0.0995 ? 1 : 0) + " %";
@@ -44,7 +66,7 @@
     for (const e of EMOTIONS) {
       const p = probs[e] || 0;
       const row = el("div", "bar" + (e === top ? " top" : ""));
-      row.dataset.emotion = e;
+      tint(row, e);
       row.dataset.p = String(p);
       row.setAttribute("role", "img");
       row.setAttribute("aria-label", e + " " + pct(p));
@@ -69,7 +91,7 @@
       const right = Math.min(to, i === windows.length - 1 ? w.end_s : centre + HOP_S / 2);
       if (right <= left) return;
       const mark = el("div", "w" + (w.speech ? "" : " quiet"));
-      mark.dataset.emotion = w.label;
+      tint(mark, w.label);
       mark.style.left = ((100 * (left - from)) / span).toFixed(3) + "%";
       mark.style.width = ((100 * (right - left)) / span).toFixed(3) + "%";
       const p = w.probs ? w.probs[w.label] : undefined;
@@ -84,7 +106,7 @@
     $("result").hidden = false;
     $("result-name").textContent = r.path;
     $("top-label").textContent = r.label;
-    $("top-label").dataset.emotion = r.label;
+    tint($("top-label"), r.label);
     $("top-p").textContent = pct(r.probs[r.label]);
     $("duration").textContent = r.duration_s.toFixed(2) + " s";
     $("speech").textContent = r.speech ? "found" : "not found";
@@ -234,7 +256,7 @@
     const name = state ? state.state : "—";
     $("live-state").textContent = name;
     $("live-state").dataset.state = state ? state.state : "";
-    $("live-state").dataset.emotion = state ? state.state : "";
+    tint($("live-state"), state ? state.state : "");
     drawBars($("live-bars"), state && state.probs);
     // The strip grows with the stream until it spans the whole history.
     const shown = live.windows;
@@ -255,7 +277,7 @@
     for (const a of live.alerts.values()) {
       const item = el("li");
       const badge = el("span", "alert", a.emotion);
-      badge.dataset.emotion = a.emotion;
+      tint(badge, a.emotion);
       item.append(badge, document.createTextNode(" score " + pct(a.score || 0) + (a.wall_time ? " since " + a.wall_time.slice(11, 19) + " UTC" : "")));
       list.append(item);
     }
