@@ -59,7 +59,7 @@ def setup_logging(debug: bool, log_format: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m edge",
-        description="On-device speech emotion recognition: eight emotions from the voice, computed locally.",
+        description="On-device speech emotion recognition: the speaker's emotion from the voice, computed locally.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

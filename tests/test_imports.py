@@ -26,3 +26,15 @@ def test_importing_edge_does_no_work():
     code = "import sys, edge; print(sorted(m for m in ('numpy', 'soundfile', 'ai_edge_litert', 'paho', 'flask') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_settings_and_the_small_service_modules_import_only_the_standard_library():
+    """Reading and checking a configuration, the page's token rules, the stop flag and sd_notify load no third-party library."""
+    modules = ("edge.settings", "edge.checks", "edge.web.access", "edge.signals", "edge.service.sd_notify")
+    code = (
+        f"import sys\nfor m in {modules!r}: __import__(m)\n"
+        "print(sorted(m for m in ('numpy', 'soundfile', 'paho', 'flask', 'werkzeug', 'gpiozero', 'pyaudio', 'sounddevice') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

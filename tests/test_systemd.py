@@ -50,7 +50,7 @@ def test_security_exposure_is_at_most_2_5():
     assert float(match.group(1)) <= MAX_EXPOSURE, proc.stdout
 
 
-def test_unit_runs_the_service_as_issue_4_asks():
+def test_unit_runs_the_service_as_a_watched_notify_service_of_its_own_user():
     s = unit_settings()
     assert s["Type"] == ["notify"] and s["Restart"] == ["on-failure"]
     assert s["ExecStart"] == [f"{EXEC_PYTHON} -m edge run --config /etc/ser-edge/config.toml"]

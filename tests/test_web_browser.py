@@ -205,6 +205,36 @@ def test_upload_a_real_clip_and_read_label_and_bars(page, plain_server, clip, mo
     screenshot(page, "web_upload_phone.png", PHONE, mobile=True)
 
 
+def test_labels_the_stylesheet_has_no_colour_for_get_colours_of_their_own(page, clip, tmp_path):
+    """A model of other labels: every bar, mark and legend key is coloured, each label differently."""
+    from selenium.webdriver.common.by import By
+    from tiny_model import build_tiny_model
+
+    labels = ("bored", "frustrated", "neutral", "złość")
+    server = serve_in_thread(create_app(build_tiny_model(tmp_path, name="own", labels=labels)), "127.0.0.1", 0)
+    try:
+        page.get(server.url)
+        page.find_element(By.ID, "file").send_keys(str(clip))
+        page.find_element(By.ID, "upload").click()
+        wait_for(page, lambda d: d.find_element(By.ID, "top-label").text, "the result")
+        colour = "return getComputedStyle(arguments[0]).backgroundColor"
+        fills = {
+            b.get_attribute("data-emotion"): page.execute_script(colour, b.find_element(By.CSS_SELECTOR, ".fill"))
+            for b in page.find_elements(By.CSS_SELECTOR, "#bars .bar")
+        }
+        keys = {
+            k.get_attribute("data-emotion"): page.execute_script(colour, k.find_element(By.TAG_NAME, "i"))
+            for k in page.find_elements(By.CSS_SELECTOR, ".key")
+        }
+        marks = page.find_elements(By.CSS_SELECTOR, "#timeline .w:not(.quiet)")
+    finally:
+        server.shutdown()
+    assert list(fills) == list(labels) == list(keys)
+    assert len(set(fills.values())) == len(labels), f"two labels share a colour: {fills}"
+    assert fills == keys, "a bar and its legend key differ"
+    assert all(page.execute_script(colour, m) == fills[m.get_attribute("data-emotion")] for m in marks)
+
+
 def test_a_file_that_is_not_audio_shows_the_error(page, plain_server, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -11,8 +11,8 @@ log = logging.getLogger(__name__)
 
 HELP = """\
 Serve a web page where you upload an audio file, or record one in the browser, and
-see its emotion: the top label, the eight probabilities as bars, the verdict of each
-window along the clip, and whether speech was found. The page classifies with the
+see its emotion: the top label, the probability of each of the model's labels as bars,
+the verdict of each window along the clip, and whether speech was found. The page classifies with the
 same model and code as `python -m edge classify`.
 
 It listens on 127.0.0.1 (this machine only) unless told otherwise. To reach it from
