@@ -563,3 +563,26 @@ def test_a_model_with_labels_of_its_own_flows_through_the_page_the_daemon_and_mq
     assert {e["emotion"] for e in sink.of("alert")} == {"frustrated"}
     assert discovery["options"] == [*labels, "silence"]
     assert states and states[-1]["state"] in {*labels, "silence"}
+
+
+def test_the_speech_gate_is_the_models_own_but_for_the_keys_the_config_writes(tmp_path, data_dir):
+    """[speech] replaces what it names; every other key stays as the model was trained (its contract's speech)."""
+    from tiny_model import build_tiny_model
+
+    from edge.speech import SpeechSettings
+
+    model_path = build_tiny_model(tmp_path, name="gated")
+    contract = json.loads(model_path.with_suffix(".json").read_text())
+    contract["speech"] = {"threshold_dbfs": -55.0, "margin_db": 9.0, "floor_rise_db_per_s": 1.0, "min_speech_ratio": 0.4}
+    model_path.with_suffix(".json").write_text(json.dumps(contract))
+    data = {"audio": {"source": str(data_dir / CLIP)}, "model": {"path": str(model_path)}, "output": {"enabled": False}}
+    for speech, expected in (
+        ({}, SpeechSettings(threshold_dbfs=-55.0, margin_db=9.0, floor_rise_db_per_s=1.0, min_speech_ratio=0.4)),
+        ({"margin_db": 6}, SpeechSettings(threshold_dbfs=-55.0, margin_db=6.0, floor_rise_db_per_s=1.0, min_speech_ratio=0.4)),
+    ):
+        daemon = build(settings_from_dict({**data, "speech": speech}))
+        try:
+            assert daemon.classifier.speech_settings == expected
+        finally:
+            daemon.source.close()
+            daemon.outputs.close()
