@@ -82,7 +82,9 @@ def audio_blocks(
                     return
                 seen += len(data)
                 if max_duration_s is not None and seen / rate > max_duration_s:
-                    raise ClipTooLongError(f"{name}: the clip lasts more than {max_duration_s:.0f} s; at most {max_duration_s:.0f} s are accepted")
+                    raise ClipTooLongError(
+                        f"{name}: the clip lasts more than {max_duration_s:.0f} s; at most {max_duration_s:.0f} s are accepted"
+                    )
                 x = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
                 if not np.all(np.isfinite(x)):
                     raise AudioError(f"{name}: the audio contains NaN or infinite samples")

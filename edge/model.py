@@ -213,7 +213,9 @@ class ModelContract:
             raise ModelError(f"{where}: normalization kind must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization.kind!r}")
         n_ceps = self.frontend.n_ceps
         norm = self.normalization
-        if norm.kind in FITTED and not (len(norm.std) == n_ceps and len(norm.mean) in (0, n_ceps) and (norm.mean or norm.kind == "window_mean")):
+        if norm.kind in FITTED and not (
+            len(norm.std) == n_ceps and len(norm.mean) in (0, n_ceps) and (norm.mean or norm.kind == "window_mean")
+        ):
             raise ModelError(f"{where}: {norm.kind} normalization needs {n_ceps} means and standard deviations")
         hop_ms = self.hop_s * 1000
         if self.hop_s <= 0 or abs(hop_ms / self.frontend.hop_ms - self.hop_frames) > 1e-6:
