@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from edge.audio import AudioError, audio_blocks, check_signal, check_totals
 from edge.frontend import Frontend, FrontendSettings, StreamingFrontend
 from edge.model import Model, probs_dict
 from edge.pcm import int16_to_float
+from edge.profile import Adaptation, SpeechStats, VoiceProfile, utc_now
 from edge.resample import Resampler
 from edge.speech import SpeechDetector, SpeechSettings, window_has_speech
 
@@ -149,8 +150,20 @@ def speech_ratios(speech_flags: np.ndarray, window_frames: int, hop_frames: int)
 class StreamingClassifier:
     """Feed audio chunks of any size; get a WindowResult for every window they complete."""
 
-    def __init__(self, model: Model | None = None, speech: SpeechSettings | None = None) -> None:
-        """``speech`` overrides the speech gate the model's contract names (the one it was trained with)."""
+    def __init__(
+        self,
+        model: Model | None = None,
+        speech: SpeechSettings | None = None,
+        profile: VoiceProfile | None = None,
+        adapt: Adaptation | None = None,
+    ) -> None:
+        """``speech`` overrides the speech gate the model's contract names (the one it was trained with).
+
+        ``profile`` normalises against one person's voice instead of the training population's; with
+        ``adapt`` the statistics keep learning from the speech frames heard (``edge.profile.Adaptation``),
+        starting from the profile, or from the population's with the weight of ``adapt.prior_s`` of speech.
+        ``reset()`` starts a new stream but keeps what adaptation learnt.
+        """
         self.model = model if model is not None else Model()
         c = self.model.contract
         self.labels = c.labels
@@ -159,7 +172,27 @@ class StreamingClassifier:
         self.hop_frames = c.hop_frames
         self._frontend = StreamingFrontend(c.frontend)
         self._speech = SpeechDetector(c.frontend, speech or c.speech)
+        if profile is not None:
+            profile.check(c, "profile")
+        self.profile = profile
+        self.adapt = adapt
+        self._stats = _starting_stats(c, profile, adapt) if adapt is not None else None
+        self._normalization = c.normalization.with_profile(profile.mean, profile.std) if profile else c.normalization
         self.reset()
+
+    @property
+    def normalization(self):
+        """What windows are normalised with now: the contract's, against the profile, or against the adapted statistics."""
+        return self._normalization
+
+    def current_profile(self) -> VoiceProfile | None:
+        """The profile as adaptation has it now (to save), or the profile given; None without either."""
+        if self._stats is None:
+            return self.profile
+        base = self.profile or VoiceProfile.from_stats(self._stats, self.model.contract)
+        return replace(
+            VoiceProfile.from_stats(self._stats, self.model.contract, base.created), updated=utc_now() if self._stats.count else ""
+        )
 
     @property
     def speech_settings(self) -> SpeechSettings:
@@ -220,8 +253,13 @@ class StreamingClassifier:
         mfcc, log_energy = self._frontend.process(audio16k)
         if mfcc.shape[0] == 0:
             return []
+        flags = self._speech.process(log_energy)
+        if self._stats is not None and flags.any():
+            self._stats.decay(self.adapt.decay(int(flags.sum()), self.frontend_settings.hop_ms))
+            self._stats.add(mfcc, flags)
+            self._normalization = self.model.contract.normalization.with_profile(self._stats.mean, self._stats.std)
         self._frames = np.concatenate((self._frames, mfcc))
-        self._flags = np.concatenate((self._flags, self._speech.process(log_energy)))
+        self._flags = np.concatenate((self._flags, flags))
         end = self._first_frame + self._frames.shape[0]
         starts = []
         while self._next_window + self.window_frames <= end:
@@ -246,7 +284,7 @@ class StreamingClassifier:
 
     def _results(self, windows: np.ndarray, starts: list[int], ratios: list[float]) -> list[WindowResult]:
         s = self.frontend_settings
-        probs = self.model.predict(windows)
+        probs = self.model.predict(windows, self._normalization)
         span = (self.window_frames - 1) * s.hop_samples + s.win_samples
         return [
             WindowResult(
@@ -299,3 +337,15 @@ class StreamingClassifier:
             self.reset()
         probs, speech = clip_probs([r.probs for r in results], [r.speech for r in results])
         return ClipResult(probs=probs, duration_s=samples / rate, speech=speech, windows=tuple(results), labels=self.labels)
+
+
+def _starting_stats(contract, profile: VoiceProfile | None, adapt: Adaptation) -> SpeechStats:
+    """Where adaptation starts: the profile, or the population's statistics weighted as ``adapt.prior_s`` of speech."""
+    if profile is not None:
+        return profile.stats(contract.frontend.hop_ms)
+    n = contract.frontend.n_ceps
+    norm = contract.normalization
+    mean = np.asarray(norm.mean, np.float64) if len(norm.mean) == n else np.zeros(n)
+    std = np.asarray(norm.std, np.float64) if len(norm.std) == n else np.ones(n)
+    count = adapt.prior_s * 1000 / contract.frontend.hop_ms
+    return SpeechStats(n, count, mean * count, (std**2 + mean**2) * count)

@@ -330,14 +330,14 @@ class Model:
     def labels(self) -> tuple[str, ...]:
         return self.contract.labels
 
-    def predict(self, windows: np.ndarray) -> np.ndarray:
+    def predict(self, windows: np.ndarray, normalization: Normalization | None = None) -> np.ndarray:
         """Probabilities over ``labels`` (the contract's order) for MFCC windows of shape (n, frames, coefficients).
 
-        Normalises with the contract's method, quantises with the input tensor's own scale
-        and zero point (q = round(x / scale) + zero_point, as the converter calibrated them),
-        invokes once per window, and dequantises the output the same way.
+        Normalises with the contract's method (or ``normalization``: the same against a voice profile),
+        quantises with the input tensor's own scale and zero point (q = round(x / scale) + zero_point,
+        as the converter calibrated them), invokes once per window, and dequantises the output the same way.
         """
-        x = self.contract.normalization.apply(windows)
+        x = (normalization or self.contract.normalization).apply(windows)
         spec_in, spec_out = self.contract.input, self.contract.output
         probs = np.zeros((x.shape[0], len(self.contract.labels)), dtype=np.float32)
         for i in range(x.shape[0]):

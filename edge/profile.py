@@ -12,7 +12,12 @@ a voice). Enrolment, continuous adaptation on the device and training's evaluati
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -51,3 +56,194 @@ class SpeechStats:
     @property
     def std(self) -> np.ndarray:
         return np.sqrt(np.maximum(self.squares / max(self.count, 1e-9) - self.mean**2, 0.0))
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """How a running device keeps learning its user's voice."""
+
+    time_constant_s: float = 7200.0
+    """Seconds of *speech* over which older speech fades to 1/e of its weight: two hours of talking, so a
+    long angry episode (minutes) moves the statistics only a little and does not become the new normal."""
+    prior_s: float = 60.0
+    """Without a profile, the population's statistics start with the weight of this much speech."""
+
+    def __post_init__(self) -> None:
+        if self.time_constant_s <= 0 or self.prior_s < 0:
+            raise ValueError("adaptation needs a positive time_constant_s and a prior_s of at least 0")
+
+    def decay(self, speech_frames: int, hop_ms: float) -> float:
+        """The factor that ages the statistics by ``speech_frames`` frames of new speech."""
+        return float(np.exp(-speech_frames * hop_ms / 1000 / self.time_constant_s))
+
+
+PROFILE_FORMAT = "ser-edge-profile/1"
+MIN_SPEECH_S = 20.0  # below this the spread of 40 coefficients is not yet a person's, it is a few sentences'
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used with this model, with one sentence saying why."""
+
+
+@dataclass(frozen=True)
+class VoiceProfile:
+    """What ``python -m edge enroll`` writes: statistics of one person's speech, no audio, no words."""
+
+    mean: tuple[float, ...]
+    """Mean of each MFCC coefficient over the person's speech frames."""
+    std: tuple[float, ...]
+    """Standard deviation of each coefficient over the same frames."""
+    speech_s: float
+    """Seconds of speech the statistics come from (decayed when the device adapts)."""
+    model_sha256: str
+    """sha256 of the .tflite the profile was made for."""
+    frontend: dict
+    """The frontend settings of that model: the statistics are of its frames."""
+    created: str
+    """When it was made (ISO 8601, UTC)."""
+    updated: str = ""
+    """When adaptation last changed it (ISO 8601, UTC), empty if never."""
+    format: str = PROFILE_FORMAT
+
+    @classmethod
+    def from_stats(cls, stats: SpeechStats, contract, created: str | None = None) -> VoiceProfile:
+        return cls(
+            mean=tuple(round(float(v), 6) for v in stats.mean),
+            std=tuple(round(float(v), 6) for v in stats.std),
+            speech_s=round(stats.count * contract.frontend.hop_ms / 1000, 2),
+            model_sha256=contract.sha256,
+            frontend=contract.frontend.to_dict(),
+            created=created or utc_now(),
+        )
+
+    def stats(self, hop_ms: float) -> SpeechStats:
+        """Running sums that reproduce this profile, weighted by its seconds of speech (for adaptation)."""
+        count = self.speech_s * 1000 / hop_ms
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+        return SpeechStats(len(mean), count, mean * count, (std**2 + mean**2) * count)
+
+    def check(self, contract, where: str) -> None:
+        """Refuse a profile made for another model or frontend, in one sentence."""
+        if self.frontend != contract.frontend.to_dict():
+            raise ProfileError(f"{where}: the profile was made with another frontend than this model's; enrol again with this model")
+        if self.model_sha256 != contract.sha256:
+            raise ProfileError(
+                f"{where}: the profile belongs to another model (sha256 {self.model_sha256[:12]}…, this one is "
+                f"{contract.sha256[:12]}…); enrol again with `python -m edge enroll --model ...`"
+            )
+        if len(self.mean) != contract.frontend.n_ceps or len(self.std) != contract.frontend.n_ceps:
+            raise ProfileError(
+                f"{where}: the profile holds {len(self.mean)} coefficients, the model's frames have {contract.frontend.n_ceps}"
+            )
+
+    def to_dict(self) -> dict:
+        return {
+            "format": self.format,
+            "speech_s": self.speech_s,
+            "model_sha256": self.model_sha256,
+            "created": self.created,
+            "updated": self.updated,
+            "frontend": self.frontend,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the profile as JSON, atomically (a temporary file, fsync, rename): a power cut leaves the old or the new one."""
+        write_atomically(Path(path), (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, contract=None) -> VoiceProfile:
+        """Read a profile; ProfileError (one sentence) if it is unreadable or, given a model's contract, not for that model."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ProfileError(f"{path}: no such profile; make one with `python -m edge enroll --out {path} ...`") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProfileError(f"{path}: not a readable profile ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
+            raise ProfileError(f"{path}: not a ser-edge voice profile (format {data.get('format') if isinstance(data, dict) else None!r})")
+        try:
+            profile = cls(
+                mean=_finite(data["mean"], "mean"),
+                std=_finite(data["std"], "std"),
+                speech_s=float(data["speech_s"]),
+                model_sha256=str(data["model_sha256"]),
+                frontend=dict(data["frontend"]),
+                created=str(data.get("created", "")),
+                updated=str(data.get("updated", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProfileError(f"{path}: the profile is damaged ({exc})") from None
+        if contract is not None:
+            profile.check(contract, str(path))
+        return profile
+
+
+def _finite(values, name: str) -> tuple[float, ...]:
+    out = tuple(float(v) for v in values)
+    if not out or not all(np.isfinite(out)):
+        raise ValueError(f"{name} must be a list of finite numbers")
+    return out
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader or a power cut sees the old file or the new one, never half of one.
+
+    Refuses a path that exists and is not a regular file (a device, a FIFO, a socket): renaming over it would replace it.
+    """
+    if path.exists() and not path.is_file():
+        raise ProfileError(f"{path} exists and is not a regular file; choose another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def measure_speech(blocks, contract, speech=None, stats: SpeechStats | None = None) -> SpeechStats:
+    """Statistics of the speech frames in (samples, rate) blocks of one recording, through the device's own
+    resampler, frontend and speech gate (the frames training computes for the same audio)."""
+    from edge.frontend import StreamingFrontend
+    from edge.resample import Resampler
+    from edge.speech import SpeechDetector
+
+    stats = stats if stats is not None else SpeechStats(contract.frontend.n_ceps)
+    frontend = StreamingFrontend(contract.frontend)
+    detector = SpeechDetector(contract.frontend, speech or contract.speech)
+    resampler = None
+    for block, rate in blocks:
+        resampler = resampler or Resampler(rate, contract.frontend.sample_rate_hz)
+        mfcc, log_energy = frontend.process(resampler.process(block))
+        stats.add(mfcc, detector.process(log_energy))
+    if resampler is not None:
+        mfcc, log_energy = frontend.process(resampler.flush())
+        stats.add(mfcc, detector.process(log_energy))
+    return stats
+
+
+def speech_seconds(stats: SpeechStats, contract) -> float:
+    return stats.count * contract.frontend.hop_ms / 1000
+
+
+def enough_speech(stats: SpeechStats, contract, needed_s: float = MIN_SPEECH_S) -> None:
+    """ProfileError in one sentence when the statistics come from less than ``needed_s`` of speech."""
+    heard = speech_seconds(stats, contract)
+    if heard < needed_s:
+        raise ProfileError(
+            f"only {heard:.1f} s of speech were heard; a profile needs at least {needed_s:g} s of ordinary speech "
+            "(give more or longer recordings, or speak for longer)"
+        )
