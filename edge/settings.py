@@ -1,11 +1,12 @@
 """Every setting of the service in one light module: frozen dataclasses, a docstring per field, each value checked once.
 
 A value is checked when its dataclass is made, whoever makes it: the TOML file, a flag or code
-(``edge.checks`` says how). A wrong one raises ConfigError with one sentence naming the key as the
-config file writes it (``audio.rate_hz``), the value and what is allowed. The sinks, the sources and the policy import
-their settings from here; this module imports only the standard library, so reading and checking
-a configuration loads no paho, Flask, gpiozero or numpy. Whatever needs the disk (does the audio
-file exist, can the token file be read) is checked by ``edge.service.config`` when it loads a file.
+(``edge.checks`` says how). A wrong one raises ConfigError with one sentence naming the key as
+the config file writes it (``audio.rate_hz``), the value and what is allowed. The sinks, the
+sources and the policy import their settings from here; this module imports only the standard
+library, so reading and checking a configuration loads no paho, Flask, gpiozero or numpy.
+Whatever needs the disk (does the audio file exist, can the token file be read) is checked by
+``edge.service.config`` when it loads a file.
 
 Each class is one table of systemd/config.example.toml, which documents every key.
 """
