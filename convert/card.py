@@ -110,8 +110,20 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
         "",
         *_scores_table(m, VALIDATION),
         "",
-        f"int8 vs float top-1 agreement on validation clips: {m['int8_float_agreement'][VALIDATION] * 100:.1f} %.",
+        f"int8 vs float top-1 agreement on validation clips: {m['int8_float_agreement'][VALIDATION] * 100:.1f} %."
+        + (
+            " These are the adaptation clips themselves: no speaker was held out, so they say nothing of new voices."
+            if m.get("validation_is_training")
+            else ""
+        ),
     ]
+    if m.get("adapted"):
+        a = m["adapted"]
+        lines += [
+            "",
+            f"Adapted from `{a['base']}` on the clips above: {a['epochs']} epochs at learning rate {a['learning_rate']:g}, "
+            f"{a['augment_variants']} augmented copies per clip (`python -m training adapt`).",
+        ]
     if TEST in m:
         lines += ["", "Test speakers (RAVDESS 15 and 16, looked at once):", "", *_scores_table(m, TEST)]
     lines += [

@@ -101,6 +101,10 @@ def convert_run(
 
     train_clips = split.select(clips, TRAIN)
     val_clips, test_clips = split.select(clips, VALIDATION), split.select(clips, TEST)
+    checked_on_training = not val_clips and bool(report.get("adapt"))
+    if checked_on_training:  # an adaptation to one person's voice has no other speakers: check on its own clips
+        log.warning("no held-out speakers: int8 is checked against float on the adaptation clips themselves")
+        val_clips = train_clips
     if not val_clips:
         raise ConversionError("no validation speakers in the data: the int8 model cannot be checked against the float one")
     features = extract(train_clips + val_clips + test_clips, frontend, cache_dir, (0,), None, settings.speech, workers=workers)
@@ -183,6 +187,8 @@ def convert_run(
         int8_float_agreement=agreement,
         latency_ms_per_window_1_thread=round(ms, 3),
         size_bytes=len(tflite),
+        **({"validation_is_training": True} if checked_on_training else {}),
+        **({"adapted": report["adapt"]} if report.get("adapt") else {}),
         **({"leave_one_corpus_out": {k: crossval[k] for k in ("protocol", "corpora", "mean")}} if crossval else {}),
         parameters=int(keras_model.count_params()),
         note="clip level: the mean of the probabilities of each clip's speech windows, as the device does",

@@ -190,3 +190,64 @@ def test_crossval_leaves_each_corpus_out_and_resumes(clips, tmp_path):
     stamp = (tmp_path / "cv" / "fold0" / "model.keras").stat().st_mtime_ns
     assert main(args) == 0
     assert (tmp_path / "cv" / "fold0" / "model.keras").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, tmp_path, capsys):
+    """A tiny base that never heard Polish, adapted on a manifest of nEMO clips with four labels: an int8 model with its card."""
+    from edge.classifier import StreamingClassifier
+    from edge.model import Model
+    from training.__main__ import main
+    from training.adapt import learning_curve, load_base
+    from training.split import Split
+    from training.train import train
+
+    rng = np.random.default_rng(4)
+    base_clips = [c for s in ("ravdess_01", "ravdess_02") for c in rng.permutation([c for c in clips if c.speaker == s])[:12].tolist()]
+    settings = TrainSettings(
+        n_mels=26, n_ceps=26, window_s=1.0, augment_variants=0, width=4, epochs=1, batch_size=16, ensemble=1, vtlp_range=(0.9, 1.1)
+    )
+    train(base_clips, settings, tmp_path / "base", tmp_path / "cache", Split(validation=("ravdess_02",), test=()), 1, 1, False)
+    four = ("neutral", "happy", "sad", "angry")
+    polish = [c for s in ("nemo_EB0", "nemo_KS0") for label in four for c in [c for c in clips if c.speaker == s and c.label == label][:3]]
+    manifest = tmp_path / "mine.csv"
+    manifest.write_text("path,label,speaker,corpus\n" + "".join(f"{c.path},{c.label},{c.speaker[5:]},pl\n" for c in polish))
+    args = ["adapt", "--manifest", str(manifest), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "adapted")]
+    args += [
+        "--validation",
+        "pl_KS0",
+        "--epochs",
+        "2",
+        "--variants",
+        "1",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+    ]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "adapted" / "report.json").read_text())
+    assert report["corpus_labels"] == {"pl": list(four)} and report["data"]["train"]["speakers"] == ["pl_EB0"]
+    model = Model(tmp_path / "adapted" / "int8" / "ser_cnn_int8.tflite")
+    assert model.labels == tuple(report["labels"]) and model.contract.metrics["adapted"]["epochs"] == 2
+    assert "Adapted from" in (tmp_path / "adapted" / "int8" / "MODEL_CARD.md").read_text()
+    assert StreamingClassifier(model).classify_file(polish[0].path).label in model.labels
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"path,label\n{polish[0].path},frustrated\n")
+    capsys.readouterr()
+    assert main(["adapt", "--manifest", str(bad), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "x")]) == 2
+    assert "the clips have labels the base model does not: frustrated" in capsys.readouterr().err
+    nemo = [
+        c
+        for s in ("nemo_EB0", "nemo_KS0", "nemo_IC0", "nemo_MP0")
+        for label in four
+        for c in [c for c in clips if c.speaker == s and c.label == label][:4]
+    ]
+    curve = learning_curve(
+        load_base(tmp_path / "base"), nemo, "nemo", tmp_path / "curve", (0, 2), cache_dir=tmp_path / "cache", workers=1, threads=1
+    )
+    assert [r["shots_per_label"] for r in curve["rows"]] == [0, 2] and curve["rows"][1]["clips"] == 2 * 4
+    assert len(curve["tested_on"]) == 2 and not set(curve["tested_on"]) & set(curve["adapted_on"])
+    assert (tmp_path / "curve" / "curve.png").stat().st_size > 1000

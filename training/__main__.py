@@ -5,6 +5,8 @@
     features  fill the feature cache (the device's frontend over every clip and variant)
     train     train the CNN speaker-independently and score it on the held-out speakers
     crossval  compare settings: leave one corpus out (or RAVDESS speaker folds), mean restricted UA
+    adapt     fine-tune a trained model on a few labelled clips of a new language or voice, then convert it
+    curve     how adaptation grows with labelled clips per emotion, on a corpus the base never heard
 
 Then `python -m convert RUN_DIR` makes the int8 model, its contract and its card.
 """
@@ -29,6 +31,8 @@ EXAMPLES = """examples:
   python -m training train --data ../shared/data --manifest my_clips.csv --out runs/mine
   python -m training crossval --out runs/cv-channel --set channel_db=12
   python -m training crossval --protocol speakers --out runs/cv-ravdess
+  python -m training adapt --manifest mine.csv --out runs/adapted        # the shipped model, fine-tuned, int8 in runs/adapted/int8
+  python -m training curve --base runs/cv/fold5 --corpus turev --out runs/curve-turev
   python -m training train --out runs/fold0 --validation ravdess_01,ravdess_02,ravdess_07,ravdess_08,ravdess_13,ravdess_14 --set ensemble=1
 """
 
@@ -145,6 +149,54 @@ def cmd_crossval(args) -> int:
     return 0
 
 
+def cmd_adapt(args) -> int:
+    from convert.package import ConversionError, Gates, convert_run
+    from training.adapt import AdaptSettings, adapt, load_base
+    from training.corpora import load_manifest
+
+    if not args.manifest:
+        raise ValueError("adapt needs your labelled clips: --manifest mine.csv (rows path,label[,speaker][,corpus])")
+    clips = [c for m in args.manifest for c in load_manifest(m)]
+    base = load_base(args.base, args.keras)
+    settings = AdaptSettings(epochs=args.epochs, learning_rate=args.learning_rate, augment_variants=args.variants)
+    validation = tuple(s.strip() for s in (args.validation or "").split(",") if s.strip())
+    unknown = sorted(set(validation) - {c.speaker for c in clips})
+    if unknown:
+        raise ValueError(f"--validation names speakers with no clips: {', '.join(unknown)} (speaker ids look like CORPUS_SPEAKER)")
+    report = adapt(base, clips, args.out, settings, args.cache, validation, args.workers, args.threads)
+    print(f"adapted on {report['windows']['train']} windows of {len(clips)} clips in {report['seconds']['total']:.0f} s")
+    out = Path(args.out) / "int8" / "ser_cnn_int8.tflite"
+    try:
+        contract = convert_run(args.out, clips, out, args.cache, gates=Gates(), workers=args.workers)
+    except ConversionError as exc:
+        print(f"conversion refused: {exc}", file=sys.stderr)
+        return 1
+    for name, s in contract.metrics["validation"]["int8"].items():
+        if name != "mean":
+            print(
+                f"int8 on {'the adaptation clips' if contract.metrics.get('validation_is_training') else 'held-out speakers'}, {name}: UA {s['ua']:.3f}"
+            )
+    print(f"wrote {out} and its contract; try it: python -m edge classify --model {out} FILE")
+    return 0
+
+
+def cmd_curve(args) -> int:
+    from training.adapt import AdaptSettings, learning_curve, load_base
+
+    clips, _ = _clips(args)
+    base = load_base(args.base, args.keras)
+    shots = tuple(int(k) for k in args.shots.split(","))
+    result = learning_curve(
+        base, clips, args.corpus, args.out, shots, AdaptSettings(), args.cache, workers=args.workers, threads=args.threads
+    )
+    print(f"| labelled clips per emotion | clips | UA on {', '.join(result['tested_on'])} |")
+    print("|---:|---:|---:|")
+    for row in result["rows"]:
+        print(f"| {row['shots_per_label']} | {row['clips']} | {row['ua_restricted']:.3f} |")
+    print(f"curve.json and curve.png in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training", description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -201,6 +253,43 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--test", metavar="SPEAKERS", help='comma-separated test speakers (default: ravdess_15,ravdess_16; "" for none)')
             p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
         p.set_defaults(func=func)
+    p = sub.add_parser(
+        "adapt",
+        help="fine-tune a model on a few labelled clips, then convert it to int8",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--manifest", action="append", default=[], help="CSV of path,label[,speaker][,corpus]: your labelled clips (repeatable)")
+    p.add_argument(
+        "--base", default="edge/models/ser_cnn_int8.tflite", help="the model to adapt: the shipped one (default) or a training run folder"
+    )
+    p.add_argument("--keras", default="models/ser_cnn.keras", help="the float twin of --base when it is a .tflite")
+    p.add_argument("--out", default="runs/adapted", help="run folder to write; the int8 model goes to OUT/int8/")
+    p.add_argument("--validation", metavar="SPEAKERS", help="speakers of the manifest held out to score the result (default: none)")
+    p.add_argument("--epochs", type=int, default=12, help="passes over the clips (default 12)")
+    p.add_argument("--learning-rate", type=float, default=3e-4, help="Adam's learning rate (default 3e-4)")
+    p.add_argument("--variants", type=int, default=4, help="augmented copies per clip (default 4)")
+    p.add_argument("--cache", default="cache", help="feature cache folder (safe to delete)")
+    p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
+    p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
+    p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser(
+        "curve",
+        help="adaptation's learning curve on a corpus the base model never heard",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_data_args(p)
+    p.add_argument("--base", required=True, help="a training run folder whose model never heard --corpus (a leave-one-corpus-out fold)")
+    p.add_argument("--keras", default=None, help="the float twin of --base when it is a .tflite")
+    p.add_argument("--corpus", required=True, help="the new corpus: half its speakers give labelled clips, the other half are tested")
+    p.add_argument("--shots", default="0,5,10,20,50", help="labelled clips per emotion to try (default 0,5,10,20,50)")
+    p.add_argument("--out", default="runs/curve", help="folder for curve.json, curve.png and one run per point")
+    p.add_argument("--cache", default="cache", help="feature cache folder (safe to delete)")
+    p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
+    p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
+    p.set_defaults(func=cmd_curve)
     return parser
 
 

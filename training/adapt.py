@@ -1,0 +1,283 @@
+"""Few-shot adaptation: fine-tune a trained model on a few labelled clips of a new language or voice, in minutes.
+
+The base is a training run folder (``model.keras`` + ``report.json``, e.g. one fold of a cross-validation)
+or the shipped model (its contract names its training settings; its float twin is ``models/ser_cnn.keras``).
+The clips come from manifests (``path,label[,speaker][,corpus]``), any language, any subset of the labels:
+each window's loss is taken over the labels its corpus has, so a manifest with four labels teaches
+those four and says nothing against the rest. Every layer is fine-tuned with a small learning rate,
+batch-norm statistics frozen (a few dozen clips cannot estimate them), with the same audio augmentation
+and vocal tract warping as training. The result is a run folder that ``python -m convert`` turns into an
+int8 model with its contract and card, through the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.model import Normalization
+from training.corpora import Clip, corpus_labels
+from training.split import TRAIN, VALIDATION, Split
+from training.train import (
+    TrainSettings,
+    _batches,
+    _configure_tensorflow,
+    evaluate_clips,
+    label_masks,
+    load_features,
+    masked_crossentropy,
+    sample_weights,
+    targets,
+)
+from training.windows import window_set
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How a trained model is fine-tuned on a few labelled clips."""
+
+    epochs: int = 12
+    """Passes over the adaptation windows."""
+    learning_rate: float = 3e-4
+    """Adam's learning rate, constant: a tenth of training's peak, so the model moves but does not forget."""
+    batch_size: int = 32
+    """Windows per step."""
+    augment_variants: int = 4
+    """Augmented audio copies of each labelled clip (noise, gain, pitch, tempo), besides the clip itself."""
+    seed: int = 7
+    """Seed for the order of windows and the warps."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Base:
+    """A trained float model and what it was trained with."""
+
+    keras_path: Path
+    settings: TrainSettings
+    labels: tuple[str, ...]
+    normalization: Normalization
+
+
+def load_base(base: str | Path, keras_path: str | Path | None = None) -> Base:
+    """A run folder, or a .tflite whose contract names its training settings (the float twin from ``keras_path``)."""
+    base = Path(base)
+    if base.is_dir():
+        report = json.loads((base / "report.json").read_text())
+        norm = report["normalization"]
+        return Base(
+            base / "model.keras",
+            TrainSettings.from_dict(report["settings"]),
+            tuple(report["labels"]),
+            Normalization(**{k: tuple(v) if isinstance(v, list) else v for k, v in norm.items()}),
+        )
+    from edge.model import Model
+
+    contract = Model(base).contract
+    settings = contract.training_data.get("train_settings")
+    if not settings:
+        raise ValueError(f"{base}: its contract does not name the settings it was trained with; give a training run folder instead")
+    keras_path = Path(keras_path or "models/ser_cnn.keras")
+    if not keras_path.is_file():
+        raise FileNotFoundError(f"the float model {keras_path} is missing; give --keras the float twin of {base.name}")
+    return Base(keras_path, TrainSettings.from_dict(settings), contract.labels, contract.normalization)
+
+
+def adapt(
+    base: Base,
+    clips: Sequence[Clip],
+    out_dir: str | Path,
+    settings: AdaptSettings | None = None,
+    cache_dir: str | Path = "cache",
+    validation: Sequence[str] = (),
+    workers: int = 2,
+    threads: int = 2,
+    progress: bool = True,
+    features=None,
+) -> dict:
+    """Fine-tune ``base`` on ``clips`` (speakers in ``validation`` held out to score) and write a run folder for convert."""
+    import keras
+
+    settings = settings or AdaptSettings()
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unknown = sorted({c.label for c in clips} - set(base.labels))
+    if unknown:
+        raise ValueError(f"the clips have labels the base model does not: {', '.join(unknown)}; its labels are {', '.join(base.labels)}")
+    train_settings = dataclasses.replace(base.settings, augment_variants=settings.augment_variants, labels=base.labels, train_corpora=())
+    split = Split(validation=tuple(validation), test=())
+    per_corpus = corpus_labels(clips)
+    if features is None:
+        features = load_features(clips, train_settings, cache_dir, split, workers, progress)
+    frontend, labels = train_settings.frontend, base.labels
+    chosen = [features[(c.path, v)] for c in split.select(clips, TRAIN) for v in range(settings.augment_variants + 1)]
+    if not chosen:
+        raise ValueError("no clips to adapt on: every speaker is held out for validation")
+    train_ws = window_set(chosen, frontend, train_settings.window_s, train_settings.train_hop_s, labels, train_settings.speech, True)
+    val_ws = window_set(
+        [features[(c.path, 0)] for c in split.select(clips, VALIDATION)], frontend, train_settings.window_s, train_settings.hop_s, labels
+    )
+    masks = label_masks(train_ws, labels, per_corpus)
+    y_true = np.concatenate([targets(train_ws.y, masks, train_settings.label_smoothing), masks], axis=1)
+    weights = sample_weights(train_ws, dataclasses.replace(train_settings, class_weights="corpus"), len(labels))
+
+    from training.augment import vtlp_matrices
+
+    vtlp = tuple(train_settings.vtlp_range) != (1.0, 1.0)
+    norm = base.normalization
+
+    def take(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        windows = train_ws.take(index)
+        if vtlp:
+            warp = rng.random(len(index)) < train_settings.vtlp_p
+            alphas = np.where(warp, rng.uniform(*train_settings.vtlp_range, size=len(index)), 1.0)
+            windows = np.einsum("btc,bcd->btd", windows, vtlp_matrices(alphas, frontend))
+        return norm.apply(windows)
+
+    _configure_tensorflow(settings.seed, threads)
+    model = keras.models.load_model(base.keras_path, compile=False)
+    for layer in _layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # inference-mode statistics: a few dozen clips cannot estimate them
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=masked_crossentropy(len(labels)))
+    batches = _batches(
+        take, y_true, weights, dataclasses.replace(train_settings, batch_size=settings.batch_size, mixup_alpha=0.0), settings.seed
+    )
+    fit = model.fit(batches, epochs=settings.epochs, verbose=2 if progress else 0)
+
+    def predict(windows: np.ndarray) -> np.ndarray:
+        return np.concatenate([model.predict(norm.apply(windows[i : i + 512]), verbose=0) for i in range(0, len(windows), 512)])
+
+    metrics = {VALIDATION: evaluate_clips(predict, val_ws, labels, per_corpus)[1]} if val_ws.clips else {}
+    bare = keras.models.load_model(base.keras_path, compile=False)
+    bare.set_weights(model.get_weights())
+    bare.save(out_dir / "model.keras")
+    report = {
+        "settings": train_settings.to_dict(),
+        "adapt": {**settings.to_dict(), "base": str(base.keras_path)},
+        "labels": list(labels),
+        "corpus_labels": {k: list(v) for k, v in per_corpus.items()},
+        "normalization": dataclasses.asdict(norm),
+        "split": split.to_dict(),
+        "data": split.describe(clips),
+        "windows": {"train": len(train_ws), "validation": len(val_ws)},
+        "parameters": int(model.count_params()),
+        "float": metrics,
+        "history": {k: [round(float(v), 4) for v in vals] for k, vals in fit.history.items()},
+        "seconds": {"total": round(time.monotonic() - started, 1)},
+    }
+    (out_dir / "settings.json").write_text(json.dumps(train_settings.to_dict(), indent=2) + "\n")
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _layers(model):
+    """Every layer, inside nested models (an ensemble's members) too."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
+
+
+def learning_curve(
+    base: Base,
+    clips: Sequence[Clip],
+    corpus: str,
+    out_dir: str | Path,
+    shots: Sequence[int] = (0, 5, 10, 20, 50),
+    settings: AdaptSettings | None = None,
+    cache_dir: str | Path = "cache",
+    seed: int = 0,
+    workers: int = 2,
+    threads: int = 2,
+) -> dict:
+    """UA on half of ``corpus``'s speakers after adapting on ``k`` labelled clips per emotion of its other half, for each k.
+
+    ``base`` must never have heard ``corpus`` (e.g. the fold of a leave-one-corpus-out run that held it out).
+    k = 0 is the base model as it is (zero-shot).
+    """
+    import keras
+
+    settings = settings or AdaptSettings()
+    out_dir = Path(out_dir)
+    mine = [c for c in clips if c.corpus == corpus]
+    speakers = sorted({c.speaker for c in mine})
+    if len(speakers) < 2:
+        raise ValueError(f"{corpus} has {len(speakers)} speaker(s); a learning curve needs some to adapt on and others to test on")
+    rng = np.random.default_rng(seed)
+    tested = sorted(rng.permutation(speakers)[: len(speakers) // 2].tolist())
+    pool = [c for c in mine if c.speaker not in tested]
+    test = [c for c in mine if c.speaker in tested]
+    per_corpus = corpus_labels(mine)
+    train_settings = dataclasses.replace(base.settings, augment_variants=settings.augment_variants, labels=base.labels, train_corpora=())
+    features = load_features(mine, train_settings, cache_dir, Split(validation=(), test=()), workers, progress=False)
+    test_ws = window_set(
+        [features[(c.path, 0)] for c in test], train_settings.frontend, train_settings.window_s, train_settings.hop_s, base.labels
+    )
+    rows = []
+    for k in shots:
+        if k == 0:
+            model = keras.models.load_model(base.keras_path, compile=False)
+            used = 0
+        else:
+            chosen = [c for label in per_corpus[corpus] for c in _pick([c for c in pool if c.label == label], k, rng)]
+            adapt(base, chosen, out_dir / f"shots{k}", settings, cache_dir, (), workers, threads, progress=False, features=features)
+            model = keras.models.load_model(out_dir / f"shots{k}" / "model.keras", compile=False)
+            used = len(chosen)
+        norm = base.normalization
+        probs = np.concatenate(
+            [
+                model.predict(norm.apply(test_ws.take(np.arange(i, min(i + 512, len(test_ws))))), verbose=0)
+                for i in range(0, len(test_ws), 512)
+            ]
+        )
+        _, scores = evaluate_clips(None, test_ws, base.labels, per_corpus, probs)
+        rows.append({"shots_per_label": k, "clips": used, "ua_restricted": scores[corpus]["ua_restricted"], "ua": scores[corpus]["ua"]})
+        log.info("%d clips per label: restricted UA %.3f on %s", k, scores[corpus]["ua_restricted"], ", ".join(tested))
+    result = {
+        "corpus": corpus,
+        "adapted_on": sorted(set(speakers) - set(tested)),
+        "tested_on": tested,
+        "settings": settings.to_dict(),
+        "rows": rows,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "curve.json").write_text(json.dumps(result, indent=2) + "\n")
+    _plot_curve(result, out_dir / "curve.png")
+    return result
+
+
+def _pick(candidates: list[Clip], k: int, rng: np.random.Generator) -> list[Clip]:
+    order = rng.permutation(len(candidates))[:k]
+    return [candidates[i] for i in sorted(order)]
+
+
+def _plot_curve(result: dict, path: Path) -> None:
+    from training.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    k = [r["shots_per_label"] for r in result["rows"]]
+    ua = [100 * r["ua_restricted"] for r in result["rows"]]
+    ax.plot(k, ua, "-o")
+    for x, y in zip(k, ua, strict=True):
+        ax.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    ax.set_xlabel("labelled clips per emotion (from other speakers of the corpus)")
+    ax.set_ylabel("UA on new speakers (%)")
+    ax.set_title(f"Adapting to {result['corpus']}: tested on {', '.join(result['tested_on'])}", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
