@@ -166,6 +166,38 @@ def speech_stream(data_root: str | os.PathLike, seconds: float, seed: int = 0) -
     return np.concatenate(parts), len(parts)
 
 
+class PeakRss:
+    """Polls VmHWM (the peak resident set) of a process every 20 ms until it exits.
+
+    wait4's ru_maxrss would be simpler, but Linux carries it across fork and exec, so a child
+    of this (large) benchmark process would report the benchmark's own peak. VmHWM belongs
+    to the child's address space alone; polling misses at most the last 20 ms.
+    """
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.kib = 0
+        self._status = Path(f"/proc/{pid}/status")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for line in self._status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.kib = max(self.kib, int(line.split()[1]))
+            except (OSError, ValueError, IndexError):
+                pass  # not started yet or already gone
+            self._stop.wait(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 # ---------------------------------------------------------------- models
 
 

@@ -39,6 +39,7 @@ from benchmarks.common import (
     DEFAULT_DATA,
     ROOT,
     BenchError,
+    PeakRss,
     command_line,
     environment,
     environment_markdown,
@@ -301,38 +302,6 @@ def _relative(text: str) -> str:
     return text.replace(str(ROOT) + os.sep, "")
 
 
-class _PeakRss:
-    """Polls VmHWM (the peak resident set) of a process every 20 ms until it exits.
-
-    wait4's ru_maxrss would be simpler, but Linux carries it across fork and exec, so a child
-    of this (large) benchmark process would report the benchmark's own peak. VmHWM belongs
-    to the child's address space alone; polling misses at most the last 20 ms.
-    """
-
-    def __init__(self, pid: int) -> None:
-        import threading
-
-        self.kib = 0
-        self._status = Path(f"/proc/{pid}/status")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            try:
-                for line in self._status.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.kib = max(self.kib, int(line.split()[1]))
-            except (OSError, ValueError, IndexError):
-                pass  # not started yet or already gone
-            self._stop.wait(0.02)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def measure_process(combo: Combo, audio_file: Path, realtime: bool) -> dict:
     """Start `python -m edge run` on a file; time to first window, CPU share and peak RSS of the process."""
     args = ["run", "--source", str(audio_file), "--model", combo.path, "--threads", str(combo.threads), "--verbose"]
@@ -351,7 +320,7 @@ def measure_process(combo: Combo, audio_file: Path, realtime: bool) -> dict:
     t0 = time.monotonic()
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        peak = _PeakRss(proc.pid)
+        peak = PeakRss(proc.pid)
         first_s = first_end_s = cpu_at_first = None
         windows, runtime_seen = 0, None
         for line in proc.stdout:

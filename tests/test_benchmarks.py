@@ -115,3 +115,25 @@ def test_percentiles_and_tables():
     assert all(np.isnan(percentiles([])))
     table = markdown_table(["a", "b"], [["x", 1.23456], ["y", float("nan")]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| x | 1.235 |", "| y | – |"]
+
+
+@pytest.mark.slow
+def test_memory_quick_prints_its_tables(data_dir, tmp_path):
+    out = tmp_path / "memory.md"
+    proc = run_script("benchmarks.memory", "--data", str(data_dir), "--markdown", str(out))
+    assert "## Memory against the length of the audio" in proc.stdout and out.read_text() == proc.stdout.rstrip("\n") + "\n"
+    rows = table_rows(proc.stdout, "16 kHz mono") + table_rows(proc.stdout, "48 kHz stereo")
+    assert len(rows) == 4 and all(r[3].endswith(" MB") and float(r[3][:-3]) > 10 for r in rows)
+    (upload,) = table_rows(proc.stdout, "2 min, 16 kHz mono")
+    assert upload[2] == "200"
+
+
+@pytest.mark.slow
+def test_classify_memory_does_not_grow_with_the_length_of_the_file(data_dir, tmp_path):
+    """A 20-minute file needs no more memory than a 1-minute one: classify reads and classifies it a second at a time."""
+    from benchmarks.memory import long_wav, measure
+
+    short = measure(["classify", str(long_wav(1, 16000, 1, data_dir, tmp_path))])
+    long = measure(["classify", str(long_wav(20, 16000, 1, data_dir, tmp_path))])
+    assert short["status"] == long["status"] == 0
+    assert long["peak_mb"] < short["peak_mb"] + 15, (short, long)  # the file alone is 38 MB, its samples as float 77 MB
