@@ -149,7 +149,7 @@ def time_it(fn, signal: np.ndarray, repeats: int) -> tuple[float, float, np.ndar
 
 
 def time_per_second(fn, signal: np.ndarray, rate: int, repeats: int) -> float:
-    """Median seconds to process the signal one second of audio per call (the issue's "one second of audio")."""
+    """Median seconds to process the signal one second of audio per call."""
     slices = [signal[i : i + rate] for i in range(0, signal.size - rate + 1, rate)]
     totals = []
     for _ in range(repeats):

@@ -112,7 +112,7 @@ def stream_worker(spec: dict) -> dict:
     from edge.frontend import StreamingFrontend
     from edge.model import Model
     from edge.resample import Resampler
-    from edge.service.policy import Policy
+    from edge.policy import Policy
     from edge.speech import SpeechDetector
 
     rate = int(spec["input_rate"])

@@ -113,6 +113,13 @@ class TrainSettings:
     many dB, added to each training window's log-mel spectrum at batch time (0 = off; needs n_ceps == n_mels)."""
     channel_p: float = 0.8
     """Share of training windows that get a colouring."""
+    profile_p: float = 0.0
+    """Share of training windows normalised against their speaker's own statistics (a voice profile, as
+    ``python -m edge enroll`` measures it) instead of the population's; the rest see the population's, as the
+    device does without a profile. Only for normalisations that carry statistics (global, both, window_mean)."""
+    profile_clips: tuple[int, int] = (3, 30)
+    """How many of the speaker's recorded clips each such profile is measured on (drawn per window): a few
+    sentences, as at enrolment, up to a long acquaintance."""
     seed: int = 42
     """Seed for the network's initialisation and the order of windows."""
     ensemble: int = 2
@@ -269,6 +276,47 @@ def evaluate_clips(
     index = {label: i for i, label in enumerate(labels)}
     truth = [index[c.label] for c in ws.clips]
     return per_clip, scores_by_corpus([c.corpus for c in ws.clips], truth, per_clip, labels, per_corpus)
+
+
+class ProfileSampler:
+    """Voice profiles of the training speakers, measured on a random few of their recorded clips, per window.
+
+    Each recorded clip's speech-frame sums are kept once; a profile of k clips is their sum, so drawing one
+    per window costs k additions of 40 numbers.
+    """
+
+    def __init__(self, ws: WindowSet, features: Mapping[tuple[str, int], ClipFeatures], clips: tuple[int, int]) -> None:
+        self.low, self.high = int(clips[0]), int(clips[1])
+        speakers = ws.clip_speakers()
+        paths = sorted({c.path for c in ws.clips})
+        row = {path: i for i, path in enumerate(paths)}
+        n = ws.frames.shape[1]
+        self.count, self.total, self.squares = np.zeros(len(paths)), np.zeros((len(paths), n)), np.zeros((len(paths), n))
+        speaker_of = {}
+        for c, speaker in zip(ws.clips, speakers, strict=True):
+            speaker_of[c.path] = speaker
+        for path, i in row.items():
+            f = features[(path, 0)]
+            chosen = f.mfcc[f.speech].astype(np.float64)
+            self.count[i], self.total[i], self.squares[i] = len(chosen), chosen.sum(axis=0), (chosen**2).sum(axis=0)
+        self.rows_of = {}
+        for path, speaker in speaker_of.items():
+            self.rows_of.setdefault(speaker, []).append(row[path])
+        self.rows_of = {k: np.array(sorted(v)) for k, v in self.rows_of.items()}
+        self.window_speaker = speakers[ws.clip]
+
+    def draw(self, windows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) per window: its speaker's statistics over k of their recorded clips, k drawn per window."""
+        mean = np.zeros((len(windows), self.total.shape[1]))
+        std = np.ones_like(mean)
+        for j, w in enumerate(windows):
+            rows = self.rows_of[self.window_speaker[w]]
+            k = min(len(rows), int(rng.integers(self.low, self.high + 1)))
+            pick = rows[rng.permutation(len(rows))[:k]]
+            count = max(self.count[pick].sum(), 1.0)
+            m = self.total[pick].sum(axis=0) / count
+            mean[j], std[j] = m, np.sqrt(np.maximum(self.squares[pick].sum(axis=0) / count - m**2, 0.0))
+        return mean.astype(np.float32), std.astype(np.float32)
 
 
 def speaker_stats(features: Sequence[ClipFeatures]) -> dict[str, SpeechStats]:
@@ -440,18 +488,29 @@ def train(
     if vtlp:
         vtlp_matrices(np.ones(1), frontend)  # refuses a frontend it cannot warp, before any training
 
+    profiles = ProfileSampler(train_ws, features, settings.profile_clips) if settings.profile_p > 0 and norm.kind in FITTED else None
+
     def take(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Training windows as the network sees them: warped (VTLP), coloured (channel) if asked, then normalised."""
+        """Training windows as the network sees them: warped (VTLP), coloured (channel) if asked, then normalised,
+        a share of them against their speaker's profile (those neither warped nor coloured: a profile is
+        measured on the same voice through the same microphone, so it would take both away again)."""
         windows = train_ws.take(index)
+        own = rng.random(len(index)) < settings.profile_p if profiles is not None else np.zeros(len(index), bool)
         if vtlp:
-            warp = rng.random(len(index)) < settings.vtlp_p
+            warp = (rng.random(len(index)) < settings.vtlp_p) & ~own
             alphas = np.where(warp, rng.uniform(*settings.vtlp_range, size=len(index)), 1.0)
             windows = np.einsum("btc,bcd->btd", windows, vtlp_matrices(alphas, frontend))
         if settings.channel_db > 0:
             curves = channel_curves(len(index), settings.channel_db, frontend, rng)
-            curves[rng.random(len(index)) >= settings.channel_p] = 0.0
+            curves[(rng.random(len(index)) >= settings.channel_p) | own] = 0.0
             windows += curves[:, None, :]
-        return norm.apply(windows)
+        out = norm.apply(windows)
+        if own.any():
+            mean, std = profiles.draw(index[own], rng)
+            centre = windows[own].mean(axis=1, keepdims=True) if norm.kind == "window_mean" else mean[:, None, :]
+            against = (windows[own] - centre) / (std[:, None, :] + norm.eps)  # Normalization.with_profile, per window
+            out[own, :, : against.shape[2]] = against
+        return out
 
     masks = label_masks(train_ws, labels, per_corpus if settings.corpus_labels else None)
     y_true = np.concatenate([targets(train_ws.y, masks, settings.label_smoothing), masks], axis=1)
