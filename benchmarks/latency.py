@@ -111,8 +111,8 @@ def stream_worker(spec: dict) -> dict:
     from edge.classifier import StreamingClassifier
     from edge.frontend import StreamingFrontend
     from edge.model import Model
-    from edge.resample import Resampler
     from edge.policy import Policy
+    from edge.resample import Resampler
     from edge.speech import SpeechDetector
 
     rate = int(spec["input_rate"])
