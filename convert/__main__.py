@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keras-out", default="models/ser_cnn.keras", help="copy of the float Keras model, for float-vs-int8 benchmarks")
     p.add_argument("--no-keras-copy", action="store_true", help="do not copy the Keras model")
     p.add_argument("--reports", default=None, help="folder for the int8 confusion matrix and training curves PNGs")
+    p.add_argument(
+        "--crossval",
+        default=None,
+        help="crossval.json of `python -m training crossval` run with the same settings: its leave-one-corpus-out table goes into the card",
+    )
     p.add_argument("--cache", default="cache", help="feature cache folder shared with training")
     p.add_argument("--min-agreement", type=float, default=0.95, help="least int8/float top-1 agreement on validation clips")
     p.add_argument("--max-drop", type=float, default=1.5, help="largest validation accuracy drop from float to int8, in points")
@@ -42,10 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import json
+    from pathlib import Path
+
     from convert.package import ConversionError, Gates, convert_run
     from training.corpora import load_data, load_manifest
 
     try:
+        crossval = json.loads(Path(args.crossval).read_text()) if args.crossval else None
         clips = load_data(args.data) if args.data else []
         for manifest in args.manifest:
             clips += load_manifest(manifest)
@@ -57,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             keras_out=None if args.no_keras_copy else args.keras_out,
             reports_dir=args.reports,
             gates=Gates(min_agreement=args.min_agreement, max_accuracy_drop_points=args.max_drop),
+            crossval=crossval,
         )
     except ConversionError as exc:
         print(f"conversion refused: {exc}", file=sys.stderr)
@@ -68,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     for role in ("validation", "test"):
         if role in m:
             for kind in ("float", "int8"):
-                parts = "; ".join(f"{n} WA {s['wa']:.3f} UA {s['ua']:.3f}" for n, s in m[role][kind].items())
+                parts = "; ".join(
+                    f"{n} UA {s['ua']:.3f} restricted {s['ua_restricted']:.3f}" for n, s in m[role][kind].items() if n != "mean"
+                )
                 print(f"{role} {kind}: {parts}")
     print(f"agreement {m['int8_float_agreement']}, {m['size_bytes']} bytes, {m['latency_ms_per_window_1_thread']:.2f} ms/window (1 thread)")
     print(f"wrote {args.out} and {os.path.splitext(args.out)[0]}.json")

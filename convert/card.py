@@ -45,16 +45,27 @@ def _data_table(contract: ModelContract, data: dict) -> list[str]:
 def _crossval_lines(crossval: dict | None) -> list[str]:
     if not crossval:
         return ["No leave-one-corpus-out figures were given to the converter (`python -m convert --crossval FILE`)."]
+    differ = crossval.get("settings_differ") or []
+    same = f"with these settings but {', '.join(differ)}" if differ else "with the same settings"
     lines = [
-        "Each corpus held out whole in turn (RAVDESS by speaker folds), one network trained on the rest with the same settings "
+        f"Each corpus held out whole in turn (RAVDESS by speaker folds), one network trained on the rest {same} "
         "(`python -m training crossval`); restricted = the argmax over the labels that corpus has.",
         "",
-        "| held out | clips | UA | restricted UA |",
-        "|---|---:|---:|---:|",
+        "| held out | clips | UA | restricted UA | restricted UA, each speaker enrolled |",
+        "|---|---:|---:|---:|---:|",
     ]
+
+    def enrolled(c: dict) -> str:
+        return f"{c['ua_restricted_profile'] * 100:.1f}" if "ua_restricted_profile" in c else "-"
+
     for name, c in crossval["corpora"].items():
-        lines.append(f"| {NAMES.get(name, name)} | {c['clips']} | {c['ua'] * 100:.1f} | {c['ua_restricted'] * 100:.1f} |")
-    lines.append(f"| **mean** | | **{crossval['mean']['ua'] * 100:.1f}** | **{crossval['mean']['ua_restricted'] * 100:.1f}** |")
+        lines.append(f"| {NAMES.get(name, name)} | {c['clips']} | {c['ua'] * 100:.1f} | {c['ua_restricted'] * 100:.1f} | {enrolled(c)} |")
+    m = crossval["mean"]
+    lines.append(f"| **mean** | | **{m['ua'] * 100:.1f}** | **{m['ua_restricted'] * 100:.1f}** | **{enrolled(m)}** |")
+    lines += [
+        "",
+        "Enrolled: each held-out speaker's own unlabelled clips give the statistics the model normalises with (`python -m edge enroll`).",
+    ]
     return lines
 
 

@@ -118,7 +118,8 @@ def convert_run(
     test_ws = windows(features[n_train + len(val_clips) :], settings.hop_s)
 
     log.info("quantising with %d calibration windows drawn from %d training windows", min(500, len(calibration)), len(calibration))
-    tflite = to_int8_tflite(keras_model, norm.apply(calibration.x), seed=settings.seed)
+    pick = np.sort(np.random.default_rng(settings.seed).permutation(len(calibration))[:500])  # to_int8_tflite calibrates on 500
+    tflite = to_int8_tflite(keras_model, norm.apply(calibration.take(pick)), seed=settings.seed)
     spec_in, spec_out = tensor_specs(tflite)
     if len(tflite) > gates.max_bytes:
         raise ConversionError(
@@ -195,6 +196,13 @@ def convert_run(
     )
     contract = dataclasses.replace(contract, metrics=metrics)
     contract = write_model(out, tflite, contract)
+    if crossval:
+        differ = sorted(k for k, v in crossval["settings"].items() if k != "ensemble" and report["settings"].get(k) != v)
+        if differ:
+            log.warning(
+                "the cross-validation was run with other settings (%s): its table describes them, not this model", ", ".join(differ)
+            )
+        crossval = {**crossval, "settings_differ": differ}
     write_card(out.parent / "MODEL_CARD.md", contract, report, crossval)
     if keras_out:
         Path(keras_out).parent.mkdir(parents=True, exist_ok=True)
