@@ -190,8 +190,8 @@ def test_split_is_speaker_independent(clips):
     train_speakers = {c.speaker for c in split.select(clips, TRAIN)}
     assert not train_speakers & set(split.validation) and not train_speakers & set(split.test)
     described = split.describe(clips)
-    assert described[VALIDATION]["clips"] == {"ravdess": 240, "savee": 120, "tess": 1400}
-    assert described[TRAIN]["clips"]["ased"] == 1674 and described[TRAIN]["clips"]["nemo"] == 2246  # the new corpora train whole
+    assert described[VALIDATION]["clips"] == {"ased": 132, "nemo": 133, "ravdess": 240, "savee": 120, "tess": 1400, "turev": 273}
+    assert described[TRAIN]["clips"]["esd"] == 500 and described[TRAIN]["clips"]["nemo"] == 2246 - 133
 
 
 @pytest.mark.slow

@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--validation",
                 metavar="SPEAKERS",
-                help="comma-separated speakers held out to validate on (default: ravdess_17..20, savee_JK, tess_YAF); "
+                help="comma-separated speakers held out to validate on (default: ravdess_17..20, savee_JK, tess_YAF, nemo_MP0, turev_7895, "
+                "ased_05, ased_10); "
                 "e.g. one fold of a cross-validation",
             )
             p.add_argument("--test", metavar="SPEAKERS", help='comma-separated test speakers (default: ravdess_15,ravdess_16; "" for none)')
