@@ -34,6 +34,7 @@ __all__ = [
     "ModelSettings",
     "MqttSettings",
     "PolicySettings",
+    "ProfileSettings",
     "RecordSettings",
     "ServiceSettings",
     "SourceSettings",
@@ -345,6 +346,26 @@ class RecordSettings(Checked):
             raise ConfigError("debug.record = true is not allowed without a folder: set debug.record_dir (or pass --record-dir)")
 
 
+@dataclass(frozen=True)
+class ProfileSettings(Checked):
+    """[profile]: the user's voice profile (``python -m edge enroll``), and whether the service keeps learning it."""
+
+    SECTION = "profile"
+
+    path: str = ""
+    """A profile written by ``python -m edge enroll``; "" normalises against the training population."""
+    adapt: bool = False
+    """Keep learning the voice from the speech heard, and save the profile to ``path`` every ``save_interval_s`` and on stop."""
+    time_constant_s: float = setting(7200.0, Allowed(lambda v: 60 <= v <= 10_000_000, "a number of seconds from 60 up (hours are usual)"))
+    """Seconds of speech over which older speech fades to 1/e of its weight: hours, so a long angry spell is not the new normal."""
+    save_interval_s: float = setting(300.0, between(10, 86_400, "a number of seconds from 10 to 86400"))
+    """Seconds between saves of the adapted profile (it is also saved on stop); each save replaces the file atomically."""
+
+    def check(self) -> None:
+        if self.adapt and not self.path:
+            raise ConfigError("profile.adapt = true is not allowed without a file to keep it in: set profile.path (or pass --profile)")
+
+
 # --------------------------------------------------------------------------------------------- the service
 
 
@@ -363,5 +384,6 @@ class ServiceSettings(Checked):
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     debug: RecordSettings = field(default_factory=RecordSettings)
+    profile: ProfileSettings = field(default_factory=ProfileSettings)
     health_interval_s: float = setting(5.0, between(0.5, 3600, "a number of seconds from 0.5 to 3600"))
     """Seconds between health events."""

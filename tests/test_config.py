@@ -122,7 +122,7 @@ def test_mqtt_values_are_checked_like_every_other_key_even_when_mqtt_is_off():
         settings_from_dict({"mqtt": {"keepalive_s": 2}})
     with pytest.raises(ConfigError, match=r"^mqtt.port = 0 is not allowed: use a port number from 1 to 65535"):
         settings_from_dict({"mqtt": {"port": 0}})
-    with pytest.raises(ConfigError, match='mqtt.password_file = "/nope" is not allowed: the file does not exist'):
+    with pytest.raises(ConfigError, match='mqtt.password_file = "/nope" is not allowed: no such file'):
         settings_from_dict({"mqtt": {"enabled": True, "host": "b", "username": "u", "password_file": "/nope"}})
 
 

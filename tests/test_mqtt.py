@@ -114,7 +114,8 @@ def test_queue_skips_unreadable_lines(tmp_path, caplog):
     path.write_text(good[0] + "\n{not json\n" + good[1] + "\n" + '{"seq": 9}\n' + good[2][:20] + "\n")
     q = AlertQueue(path)
     assert [e["id"] for _, e in q.items()] == [0, 1]
-    assert any("skipped 3 unreadable" in r.getMessage() for r in caplog.records)
+    assert any("held 3 unreadable line(s)" in r.getMessage() for r in caplog.records)
+    assert [e["id"] for _, e in AlertQueue(path).items()] == [0, 1], "the readable entries are written back"
 
 
 def test_queue_removals_can_be_saved_in_one_write(tmp_path):

@@ -20,7 +20,9 @@ from pathlib import Path
 import tomllib
 
 from edge.checks import Checked, ConfigError, checked, refuse, show
+from edge.files import NotRegularFileError, read_regular, what_is, why
 from edge.model import LABEL
+from edge.service.queue import EXAMPLE_PATH
 from edge.settings import (
     AlertDefaults,
     AlertRule,
@@ -29,6 +31,7 @@ from edge.settings import (
     ModelSettings,
     MqttSettings,
     PolicySettings,
+    ProfileSettings,
     RecordSettings,
     ServiceSettings,
     SourceSettings,
@@ -49,8 +52,9 @@ TABLES: dict[str, type[Checked]] = {
     "mqtt": MqttSettings,
     "http": HttpSettings,
     "debug": RecordSettings,
+    "profile": ProfileSettings,
 }
-SECTIONS = ("audio", "model", "speech", "policy", "output", "gpio", "mqtt", "http", "debug", "service")
+SECTIONS = ("audio", "model", "speech", "profile", "policy", "output", "gpio", "mqtt", "http", "debug", "service")
 RULE_KEYS = ("enabled", *(f.name for f in dataclasses.fields(AlertRule) if f.name != "emotion"))
 RULE_DEFAULT_KEYS = tuple(f.name for f in dataclasses.fields(AlertDefaults))  # [policy] keys every alert starts from
 POLICY_KEYS = ("smoothing_windows", "silence_s", "reset_after_silence_s", *RULE_DEFAULT_KEYS)  # and [policy.alerts.EMOTION] tables
@@ -59,17 +63,17 @@ DEFAULT_ALERTS = {r.emotion: {"hold_s": r.hold_s} for r in PolicySettings().rule
 
 
 def read_toml(path: str | Path) -> dict:
-    """The parsed file; ConfigError if it is missing or not TOML."""
-    p = Path(path)
+    """The parsed file; ConfigError if it is missing, not a regular file, or not TOML (a FIFO is refused, never waited on)."""
     try:
-        with p.open("rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(read_regular(path).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a folder, not a file") from None
+    except NotRegularFileError:
+        raise ConfigError(f"config file {path} is {what_is(path)}, not a file; give the path of a TOML file") from None
     except PermissionError:
-        raise ConfigError(f"config file {path} cannot be read (permission denied)") from None
+        raise ConfigError(f"config file {path} cannot be read (permission denied); make it readable by this user") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({why(exc)})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML ({exc})") from None
     except UnicodeDecodeError:
@@ -149,14 +153,22 @@ def _policy(table: dict) -> PolicySettings:
 
 
 def _check_files(settings: ServiceSettings) -> None:
-    """What the values name on disk: the audio file, the MQTT password and CA files, the web token."""
-    if settings.audio.kind == "file" and not Path(settings.audio.source).is_file():
-        raise refuse("audio.source", settings.audio.source, 'no such file (use "mic", "-" or an audio file)')
+    """What the values name on disk: the audio file, the MQTT files, the web token, the voice profile; nothing is opened."""
+    if settings.audio.kind == "file":
+        _need_file("audio.source", settings.audio.source, 'use "mic", "-" or an audio file')
     if settings.mqtt.enabled:
         for key in ("password_file", "ca_file"):
             path = getattr(settings.mqtt, key)
-            if path and not Path(path).is_file():
-                raise refuse(f"mqtt.{key}", path, "the file does not exist")
+            if path:
+                _need_file(f"mqtt.{key}", path, "give the path of a file")
+        queue_file = settings.mqtt.queue_file
+        kind = what_is(queue_file) if queue_file else None
+        if kind is not None:  # the queue is saved by renaming over the path: that would replace a device or a FIFO
+            raise refuse("mqtt.queue_file", queue_file, f"it is {kind}, not a regular file; give a file name such as {EXAMPLE_PATH}")
+    profile = settings.profile
+    if profile.path and not (profile.adapt and what_is(profile.path) is None and not Path(profile.path).exists()):
+        # Adapting may start a profile of its own where none is yet; anything else needs one made by enroll.
+        _need_file("profile.path", profile.path, "make one with `python -m edge enroll --out PATH`")
     if settings.http.enabled:
         try:
             http_token(settings.http)
@@ -181,6 +193,7 @@ def overrides_from_args(args) -> dict:
     put("audio", "loop", True if getattr(args, "loop", False) else None)
     put("model", "path", getattr(args, "model", None))
     put("model", "threads", getattr(args, "threads", None))
+    put("profile", "path", getattr(args, "profile", None))
     put("output", "verbose", True if getattr(args, "verbose", False) else None)
     if getattr(args, "gpio_pin", None) is not None:
         put("gpio", "pin", int(args.gpio_pin) if args.gpio_pin.isdigit() else args.gpio_pin)
@@ -207,6 +220,15 @@ def keys_documented() -> dict[str, tuple[str, ...]]:
     """Every key each section takes (for the example file's test)."""
     out = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in TABLES.items()}
     return {**out, "policy": POLICY_KEYS, "policy.alerts.EMOTION": RULE_KEYS, "service": ("health_interval_s",)}
+
+
+def _need_file(key: str, path: str, fix: str) -> None:
+    """ConfigError naming ``key`` unless ``path`` is a regular file (or a symlink to one)."""
+    kind = what_is(path)
+    if kind is not None:
+        raise refuse(key, path, f"it is {kind}, not a file; {fix}")
+    if not Path(path).exists():
+        raise refuse(key, path, f"no such file; {fix}")
 
 
 def split_host_port(text: str, what: str, default_port: int | None) -> tuple[str, int | None]:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge.files import NotRegularFileError, read_regular, refuse_unless_regular, why
 from edge.service.backoff import Backoff, BackoffSettings, retry
 from edge.service.homeassistant import discovery_configs
 from edge.service.queue import AlertQueue
@@ -64,12 +65,13 @@ class MqttConfigError(ConfigError):
 def read_password(path: str | Path) -> str:
     """The password in ``path`` without its trailing newline; MqttConfigError if it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8")
     except FileNotFoundError:
         raise MqttConfigError(f"the MQTT password file {path} does not exist; create it with the password on one line") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise MqttConfigError(f"cannot read the MQTT password file {path} ({reason}); check its permissions") from None
+    except OSError as exc:
+        raise MqttConfigError(f"cannot read the MQTT password file {path} ({why(exc)}); check its permissions") from None
+    except UnicodeDecodeError:
+        raise MqttConfigError(f"the MQTT password file {path} is not UTF-8 text; put the password on its first line") from None
     password = text.rstrip("\r\n")
     if not password:
         raise MqttConfigError(f"the MQTT password file {path} is empty; put the password on its first line")
@@ -83,7 +85,11 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
             log.warning("MQTT ca_file %s is ignored because tls is off", settings.ca_file)
         return None
     try:
+        if settings.ca_file:
+            refuse_unless_regular(settings.ca_file)  # ssl would wait forever on a FIFO
         return ssl.create_default_context(cafile=settings.ca_file)
+    except NotRegularFileError as exc:
+        raise MqttConfigError(f"the MQTT CA file {exc}; give the broker's CA certificate in PEM form") from None
     except FileNotFoundError:
         raise MqttConfigError(f"the MQTT CA file {settings.ca_file} does not exist; give the broker's CA certificate in PEM form") from None
     except (OSError, ssl.SSLError) as exc:

@@ -10,14 +10,24 @@ small: ``max_items`` alerts of a few hundred bytes each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
+import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
+from edge.files import read_regular, refuse_unless_regular, what_is, why
+
 log = logging.getLogger(__name__)
+
+
+EXAMPLE_PATH = "/var/lib/ser-edge/mqtt-queue.jsonl"
+MAX_FILE_BYTES = 64 << 20  # queue_max alerts of a few hundred bytes each are far below this
 
 
 class QueueFileError(ValueError):
@@ -64,8 +74,19 @@ class AlertQueue:
                     old.get("id"),
                     old_seq,
                 )
+            self._dirty = True
             self._save()
             return seq
+
+    def take_all(self) -> list[dict]:
+        """Empty the queue and return its events, oldest first (a sink that replaces this one takes them over)."""
+        with self._lock:
+            events = list(self._items.values())
+            if events:
+                self._items.clear()
+                self._dirty = True
+                self._save()
+            return events
 
     def remove(self, seq: int, save: bool = True) -> bool:
         """Take out the entry ``seq``; False if it is not here.
@@ -89,9 +110,13 @@ class AlertQueue:
             return [(seq, dict(event)) for seq, event in self._items.items()]
 
     def flush(self) -> None:
-        """Write the queue to its file now (every change already does; this is for shutdown)."""
+        """Write what is not yet on disk (removals saved later, a save that failed); nothing when nothing changed.
+
+        A queue that was never used is never written: no file appears where there was none.
+        """
         with self._lock:
-            self._save()
+            if self._dirty:
+                self._save()
 
     def __len__(self) -> int:
         with self._lock:
@@ -105,8 +130,13 @@ class AlertQueue:
 
     def _check_path(self) -> None:
         assert self.path is not None
-        if self.path.is_dir():
+        kind = what_is(self.path)
+        if kind == "a folder":
             raise QueueFileError(f"the alert queue file {self.path} is a folder; give a file name such as {self.path / 'alerts.jsonl'}")
+        if kind is not None:  # a save renames over the path: it would replace a device, a FIFO or a socket
+            raise QueueFileError(
+                f"the alert queue file {self.path} is {kind}, not a regular file; give the name of a file such as {EXAMPLE_PATH}"
+            )
         folder = self.path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -120,55 +150,109 @@ class AlertQueue:
             )
 
     def _load(self) -> None:
+        """Every readable entry of the file; an unreadable file is moved aside (its readable entries kept), never fatal."""
         assert self.path is not None
         try:
-            text = self.path.read_text(encoding="utf-8")
+            data = read_regular(self.path, limit=MAX_FILE_BYTES)
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise QueueFileError(f"cannot read the alert queue file {self.path} ({exc.strerror})") from exc
+            raise QueueFileError(f"cannot read the alert queue file {self.path} ({why(exc)}); fix its permissions or remove it") from exc
         bad = 0
-        for line in text.splitlines():
+        for line in data.splitlines():
             if not line.strip():
                 continue
-            try:
-                entry = json.loads(line)
-                seq, event = int(entry["seq"]), entry["event"]
-                if not isinstance(event, dict):
-                    raise TypeError("event is not an object")
-            except (ValueError, KeyError, TypeError):
+            entry = _entry(line)
+            if entry is None:
                 bad += 1
                 continue
+            seq, event = entry
             self._items[seq] = event
             self._next_seq = max(self._next_seq, seq + 1)
-        if bad:
-            log.warning("alert queue file %s: skipped %d unreadable line(s)", self.path, bad)
         # Entries were written oldest first; keep that order even if someone edited the file.
         self._items = OrderedDict(sorted(self._items.items()))
         while len(self._items) > self.max_items:
             self._items.popitem(last=False)
             self.dropped += 1
+        if bad:
+            self._set_aside(bad)
         if self._items:
             log.info("alert queue: %d undelivered alert event(s) restored from %s", len(self._items), self.path)
 
+    def _set_aside(self, bad: int) -> None:
+        """Move the damaged file aside for a person to look at, and write what could be read in its place."""
+        assert self.path is not None
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            log.warning("alert queue file %s holds %d unreadable line(s) and cannot be moved aside (%s)", self.path, bad, why(exc))
+            return
+        log.warning(
+            "alert queue file %s held %d unreadable line(s): its %d readable alert event(s) are kept and the file was moved to %s",
+            self.path,
+            bad,
+            len(self._items),
+            aside.name,
+        )
+        if self._items:
+            self._save()
+
     def _save(self) -> None:
         """Atomically replace the file with the current entries (caller holds the lock)."""
-        self._dirty = False
         if self.path is None:
+            self._dirty = False
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
         data = "".join(json.dumps({"seq": seq, "event": event}, separators=(",", ":")) + "\n" for seq, event in self._items.items())
+        tmp = None
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
+            refuse_unless_regular(self.path)  # something else may have been put there since the start
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            tmp = None
             _fsync_folder(self.path.parent)
+            self._dirty = False
         except OSError as exc:
             # Keep running: the entries are still in memory and will be delivered if the
             # broker returns before a restart; only the guarantee across restarts is lost.
-            log.error("cannot write the alert queue file %s (%s); undelivered alerts would be lost on restart", self.path, exc)
+            log.error("cannot write the alert queue file %s (%s); undelivered alerts would be lost on restart", self.path, why(exc))
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+
+def _entry(line: bytes) -> tuple[int, dict] | None:
+    """(seq, event) of one line of the file, or None when it cannot be read (not UTF-8, not JSON, a number JSON cannot hold)."""
+    try:
+        entry = json.loads(line.decode("utf-8"), parse_constant=_no_constant)
+        seq, event = entry["seq"], entry["event"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or not isinstance(event, dict):
+        return None  # "seq": 1e400 is a float (inf), "seq": true a bool: neither orders alerts
+    if not _finite(event):
+        return None
+    return seq, event
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN and Infinity unless told not to
+
+
+def _finite(value) -> bool:
+    """No infinite number anywhere in an event (1e400 reads as inf, and would be published as invalid JSON)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _fsync_folder(folder: Path) -> None:

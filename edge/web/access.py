@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 
+from edge.files import read_regular, why
 from edge.settings import HttpSettings
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,11 @@ def read_token(path: str) -> str:
     """The token in a file (its first line, surrounding whitespace ignored); ValueError with one sentence if unusable."""
     try:
         info = os.stat(path)
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().strip().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the token file {path} ({getattr(exc, 'strerror', None) or exc})") from None
+        lines = read_regular(path).decode("utf-8").strip().splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read the token file {path} ({why(exc)}); give a file holding the token on its first line") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"the token file {path} is not UTF-8 text; put the token on its first line") from None
     if not lines:
         raise ValueError(f"the token file {path} is empty; put a long random string in it")
     token = strong_token(lines[0].strip(), f"the token in {path}")

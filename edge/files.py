@@ -1,0 +1,69 @@
+"""Files the device reads or replaces: regular files only, and never a wait on one.
+
+A path in a configuration or on the command line may name anything: a folder, a FIFO that
+nobody writes (opening it to read waits forever), a socket, a device such as /dev/null (which
+an atomic save, a rename over the path, would replace with a regular file). ``what_is`` says
+what a path is in words, and ``read_regular`` reads a file without ever blocking on one that
+is not regular. Standard library only: the configuration checks paths with this module.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+SMALL_FILE_BYTES = 1 << 20  # a password, a token, a queue of alerts or a profile: far less than this
+
+
+class NotRegularFileError(OSError):
+    """A path that exists and is not a regular file, with one sentence saying what it is."""
+
+
+def what_is(path: str | os.PathLike) -> str | None:
+    """None for a regular file, a symlink to one, or nothing there; otherwise what the path is, e.g. "a FIFO (named pipe)"."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, a dangling symlink, or not reachable: the caller's open says which
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((words for test, words in KINDS if test(mode)), "not a regular file")
+
+
+def refuse_unless_regular(path: str | os.PathLike) -> None:
+    """NotRegularFileError when ``path`` exists and is not a regular file (a symlink to one is followed)."""
+    kind = what_is(path)
+    if kind is not None:
+        raise NotRegularFileError(f"{path} is {kind}, not a regular file")
+
+
+def read_regular(path: str | os.PathLike, limit: int = SMALL_FILE_BYTES) -> bytes:
+    """The first ``limit`` bytes of a regular file, opened without blocking; NotRegularFileError or OSError otherwise.
+
+    The path is looked at before it is opened (opening some devices does something) and the open
+    file again after (the path may have changed in between); O_NONBLOCK keeps a FIFO from waiting.
+    """
+    refuse_unless_regular(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
+
+
+def why(exc: OSError) -> str:
+    """An OSError in a few words: its own sentence for NotRegularFileError, else the system's reason."""
+    if isinstance(exc, NotRegularFileError):
+        return str(exc)
+    return (exc.strerror or str(exc)).lower() if exc.strerror else str(exc)
