@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 
 from edge import __version__
@@ -56,9 +57,14 @@ def setup_logging(debug: bool, log_format: str) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
+def program_name() -> str:
+    """What the user typed: the installed ``ser-edge`` command, or ``python -m edge`` in a checkout."""
+    return "ser-edge" if os.path.basename(sys.argv[0]) == "ser-edge" else "python -m edge"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m edge",
+        prog=program_name(),
         description="On-device speech emotion recognition: the speaker's emotion from the voice, computed locally.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -69,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).add_parser(sub)
+    for command in sub.choices.values():  # the global flags work after the command too; SUPPRESS keeps one given before it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="log debug detail to stderr")
+        command.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS, help="log line format on stderr")
     return parser
 
 

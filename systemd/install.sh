@@ -37,11 +37,11 @@ if [ ! -f "$SRC/requirements-edge.txt" ] || [ ! -f "$SRC/systemd/ser-edge.servic
     exit 2
 fi
 
-# System packages: venv, a compiler, Python's and PortAudio's headers (PyAudio builds
-# from source against them), libsndfile.
+# System packages: venv and the PortAudio runtime under sounddevice (the microphone). Every Python
+# package comes as a wheel (libsndfile is inside soundfile's), so nothing is compiled.
 if command -v apt-get >/dev/null 2>&1; then
     missing=""
-    for pkg in python3-venv python3-dev gcc portaudio19-dev libsndfile1; do
+    for pkg in python3-venv libportaudio2; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
     done
     if [ -n "$missing" ]; then

@@ -100,3 +100,13 @@ def test_shipped_model_classifies_the_bundled_samples():
         # these actors trained the model, so it must get them right.
         emotion = EMOTIONS[int(Path(d["path"]).name.split("-")[2]) - 1]
         assert d["label"] == emotion and d["speech"] is True, d
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_and_log_format_work_before_or_after_the_command(tiny_model_path, where):
+    flags, command = ["--debug", "--log-format", "json"], ["classify", "--model", tiny_model_path, "samples/"]
+    out = run(*(flags + command if where == "before" else command + flags), cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    logged = [json.loads(line) for line in out.stderr.splitlines()]
+    assert any(entry["level"] == "DEBUG" and entry["logger"] == "edge.runtime" for entry in logged)
+    assert "DEBUG" not in run(*command, cwd=Path(__file__).resolve().parents[1]).stderr

@@ -1,4 +1,4 @@
-"""Audio sources: file (fast, paced, looped), raw PCM on a pipe, and the microphone through a fake PyAudio."""
+"""Audio sources: file (fast, paced, looped), raw PCM on a pipe, and the microphone through a fake sounddevice."""
 
 from __future__ import annotations
 
@@ -146,15 +146,15 @@ def test_stdin_source_yields_empty_chunks_while_the_pipe_is_quiet_and_stops_on_r
 
 
 class FakeStream:
-    """Delivers chunks to the callback from its own thread, like PortAudio."""
+    """Delivers chunks to the callback from its own thread, like PortAudio behind sounddevice."""
 
-    def __init__(self, pa, rate, frames, callback, chunks, overflow_at=()):
-        self.pa, self.rate, self.frames, self.callback = pa, rate, frames, callback
+    def __init__(self, rate, frames, callback, chunks, overflow_at=()):
+        self.rate, self.frames, self.callback = rate, frames, callback
         self.active = False
         self._chunks, self._overflow_at = chunks, overflow_at
         self._thread = threading.Thread(target=self._deliver, daemon=True)
 
-    def start_stream(self):
+    def start(self):
         self.active = True
         self._thread.start()
 
@@ -163,59 +163,61 @@ class FakeStream:
             if not self.active:
                 return
             data = (np.full(self.frames, i + 1, dtype=np.int16)).tobytes()
-            self.callback(data, self.frames, {}, sources.PA_INPUT_OVERFLOW if i in self._overflow_at else 0)
+            self.callback(data, self.frames, None, types.SimpleNamespace(input_overflow=i in self._overflow_at))
         self.active = False  # the device went away (unplugged)
 
-    def is_active(self):
-        return self.active
-
-    def stop_stream(self):
+    def stop(self):
         self.active = False
 
     def close(self):
         self.active = False
 
 
-def fake_pyaudio(devices, busy_opens=0, chunks_per_stream=3, overflow_at=()):
-    """A stand-in for the pyaudio module: `devices` are (name, rate, input channels)."""
-    state = types.SimpleNamespace(opens=0, failed_opens=0, streams=[], terminated=0)
+def fake_sounddevice(devices, busy_opens=0, chunks_per_stream=3, overflow_at=()):
+    """A stand-in for the sounddevice module: `devices` are (name, rate, input channels)."""
+    state = types.SimpleNamespace(opens=0, failed_opens=0, streams=[], rescans=0)
 
-    class PyAudio:
-        def get_device_count(self):
-            return len(devices)
+    class PortAudioError(Exception):
+        pass
 
-        def get_device_info_by_index(self, i):
-            name, rate, channels = devices[i]
-            return {"index": i, "name": name, "defaultSampleRate": float(rate), "maxInputChannels": channels}
-
-        def get_default_input_device_info(self):
-            inputs = [i for i, d in enumerate(devices) if d[2] > 0]
+    def query_devices(device=None, kind=None):
+        listed = [{"name": n, "index": i, "max_input_channels": c, "default_samplerate": float(r)} for i, (n, r, c) in enumerate(devices)]
+        if kind == "input":
+            inputs = [d for d in listed if d["max_input_channels"] > 0]
             if not inputs:
-                raise OSError("No Default Input Device Available")
-            return self.get_device_info_by_index(inputs[0])
+                raise PortAudioError("Error querying device -1")
+            return inputs[0]
+        return listed
 
-        def open(self, format, channels, rate, input, input_device_index, frames_per_buffer, stream_callback):
-            if state.failed_opens < busy_opens:
-                state.failed_opens += 1
-                raise OSError("[Errno -9985] Device unavailable")
-            state.opens += 1
-            stream = FakeStream(self, rate, frames_per_buffer, stream_callback, chunks_per_stream, overflow_at)
-            state.streams.append(stream)
-            return stream
+    def RawInputStream(samplerate, blocksize, device, channels, dtype, callback):  # noqa: N802 (sounddevice's name)
+        assert (channels, dtype) == (1, "int16")
+        if state.failed_opens < busy_opens:
+            state.failed_opens += 1
+            raise PortAudioError("Error opening RawInputStream: Device unavailable [PaErrorCode -9985]")
+        state.opens += 1
+        stream = FakeStream(samplerate, blocksize, callback, chunks_per_stream, overflow_at)
+        state.streams.append(stream)
+        return stream
 
-        def terminate(self):
-            state.terminated += 1
+    def _terminate():
+        state.rescans += 1
 
-    module = types.SimpleNamespace(PyAudio=PyAudio, paInt16=8, state=state)
-    return module
+    return types.SimpleNamespace(
+        query_devices=query_devices,
+        RawInputStream=RawInputStream,
+        PortAudioError=PortAudioError,
+        _terminate=_terminate,
+        _initialize=lambda: None,
+        state=state,
+    )
 
 
 FAST = BackoffSettings(initial_s=0.01, max_s=0.02, jitter=0.0)
 
 
 def test_mic_opens_at_the_device_rate_counts_overflows_and_reopens_when_unplugged():
-    module = fake_pyaudio([("HDMI out", 48000, 0), ("USB Mic", 44100, 1)], chunks_per_stream=3, overflow_at=(1,))
-    mic = MicSource("usb", chunk_ms=100, pyaudio_module=module, backoff=FAST, stall_s=5.0)
+    module = fake_sounddevice([("HDMI out", 48000, 0), ("USB Mic", 44100, 1)], chunks_per_stream=3, overflow_at=(1,))
+    mic = MicSource("usb", chunk_ms=100, sounddevice_module=module, backoff=FAST, stall_s=5.0)
     stop = threading.Event()
     audio = []
     for chunk, rate in mic.chunks(stop):
@@ -228,12 +230,13 @@ def test_mic_opens_at_the_device_rate_counts_overflows_and_reopens_when_unplugge
     assert [c.size for c in audio] == [4410] * 6
     assert [int(c[0]) for c in audio] == [1, 2, 3, 1, 2, 3]
     assert module.state.opens == 2 and mic.reopens == 1
+    assert module.state.rescans == 2  # every open looks for devices afresh (one plugged in since)
     assert mic.overflows >= 1  # the flagged callback; overflows never end the stream
 
 
 def test_mic_retries_a_busy_device_with_backoff(caplog):
-    module = fake_pyaudio([("USB Mic", 16000, 1)], busy_opens=2, chunks_per_stream=1)
-    mic = MicSource("", pyaudio_module=module, backoff=FAST)
+    module = fake_sounddevice([("USB Mic", 16000, 1)], busy_opens=2, chunks_per_stream=1)
+    mic = MicSource("", sounddevice_module=module, backoff=FAST)
     stop = threading.Event()
     with caplog.at_level("WARNING"):
         for chunk, _ in mic.chunks(stop):
@@ -246,8 +249,8 @@ def test_mic_retries_a_busy_device_with_backoff(caplog):
 
 def test_mic_keeps_yielding_empty_chunks_while_it_waits_to_retry():
     """The daemon's loop must keep turning (watchdog pings, stop) while the microphone is missing."""
-    module = fake_pyaudio([("USB Mic", 16000, 1)], busy_opens=1, chunks_per_stream=1)
-    mic = MicSource("", pyaudio_module=module, backoff=BackoffSettings(initial_s=1.0, jitter=0.0))
+    module = fake_sounddevice([("USB Mic", 16000, 1)], busy_opens=1, chunks_per_stream=1)
+    mic = MicSource("", sounddevice_module=module, backoff=BackoffSettings(initial_s=1.0, jitter=0.0))
     stop = threading.Event()
     empty_before_audio = 0
     for chunk, _ in mic.chunks(stop):
@@ -261,11 +264,41 @@ def test_mic_keeps_yielding_empty_chunks_while_it_waits_to_retry():
 
 
 def test_mic_named_device_that_does_not_exist_is_refused_at_once():
-    module = fake_pyaudio([("USB Mic", 16000, 1), ("Speaker", 48000, 0)])
+    module = fake_sounddevice([("USB Mic", 16000, 1), ("Speaker", 48000, 0)])
     with pytest.raises(SourceError, match="no input device matches 'webcam'.*0: USB Mic"):
-        MicSource("webcam", pyaudio_module=module)
+        MicSource("webcam", sounddevice_module=module)
     with pytest.raises(SourceError, match="'1'"):
-        MicSource("1", pyaudio_module=module)  # index 1 exists but is not an input
+        MicSource("1", sounddevice_module=module)  # index 1 exists but is not an input
+
+
+@pytest.mark.parametrize(
+    ("failure", "sentence"),
+    [
+        (
+            ModuleNotFoundError("No module named 'sounddevice'"),
+            "the microphone needs the Python package sounddevice: pip install 'ser-edge[mic]'",
+        ),
+        (OSError("PortAudio library not found"), "the microphone needs the PortAudio library: sudo apt-get install libportaudio2"),
+    ],
+)
+def test_a_missing_microphone_library_is_named_in_one_sentence(monkeypatch, capsys, failure, sentence):
+    import builtins
+
+    from edge.commands import devices
+
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name == "sounddevice":
+            raise failure
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    with pytest.raises(SourceError) as raised:
+        MicSource("")
+    assert str(raised.value) == sentence
+    assert devices.main(types.SimpleNamespace(debug=False, json=False)) == 2
+    assert capsys.readouterr().err == f"error: {sentence}\n"
 
 
 def test_find_device_by_index_exact_or_unique_partial_name():
@@ -282,12 +315,12 @@ def test_devices_command_lists_inputs_and_says_so_when_there_are_none(capsys):
     from edge.commands import devices
 
     args = types.SimpleNamespace(debug=False, json=False)
-    assert devices.main(args, pyaudio_module=fake_pyaudio([("Speaker", 48000, 0), ("USB Mic", 44100, 2)])) == 0
+    assert devices.main(args, sounddevice_module=fake_sounddevice([("Speaker", 48000, 0), ("USB Mic", 44100, 2)])) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["index", "rate_hz", "channels", "name"]
     assert out[1].split() == ["1", "44100", "2", "USB", "Mic"]
     assert len(out) == 2
-    assert devices.main(args, pyaudio_module=fake_pyaudio([])) == 0
+    assert devices.main(args, sounddevice_module=fake_sounddevice([])) == 0
     assert "no audio input devices found" in capsys.readouterr().out
 
 
@@ -305,42 +338,35 @@ def test_backoff_grows_to_its_ceiling_and_stays_there_through_a_long_outage():
 
 def test_a_stop_does_not_wait_for_an_open_that_hangs_in_portaudio():
     """systemd allows the whole service 2 s to stop; an open stuck in the driver must not hold the loop."""
-    import time
-
-    module = fake_pyaudio([("USB Mic", 16000, 1)])
+    module = fake_sounddevice([("USB Mic", 16000, 1)])
     release = threading.Event()
-    hanging_open = module.PyAudio.open
+    events = []  # PortAudio calls in order, to see what happens while the open hangs
+    open_stream, rescan = module.RawInputStream, module._terminate
 
-    def open_(self, *args, **kwargs):
+    def hanging_open(**kwargs):
+        events.append("open")
         release.wait(10)
-        return hanging_open(self, *args, **kwargs)
+        stream = open_stream(**kwargs)
+        events.append("opened")
+        close = stream.close
+        stream.close = lambda: (events.append("closed"), close())
+        return stream
 
-    module.PyAudio.open = open_
-    terminated_during_open = []
-    terminate = module.PyAudio.terminate
-
-    def terminate_(self):
-        terminated_during_open.append(not release.is_set())
-        terminate(self)
-
-    module.PyAudio.terminate = terminate_
-    mic = MicSource("", pyaudio_module=module, backoff=FAST)
+    module.RawInputStream = hanging_open
+    module._terminate = lambda: (events.append("rescan"), rescan())
+    mic = MicSource("", sounddevice_module=module, backoff=FAST)
     stop = threading.Event()
     try:
-        started = None
         for chunk, _ in mic.chunks(stop):
             assert chunk.size == 0
-            if started is None:
-                stop.set()
-                started = time.monotonic()
-        assert time.monotonic() - started < 1.0
-        mic.close()  # as the daemon does next, while the attempt still hangs
+            stop.set()
+        # The loop has ended while the open still hangs: the stop did not wait for it.
+        assert not release.is_set() and mic._opener.is_alive() and events == ["rescan", "open"]
+        mic.close()  # as the daemon does next, while the attempt still hangs: PortAudio is left alone
+        assert events == ["rescan", "open"]
     finally:
         release.set()
-    # PortAudio is not terminated under the hanging open; the opener closes what it opened once it returns.
-    deadline = time.monotonic() + 5
-    while not all(not s.active for s in module.state.streams) or not terminated_during_open:
-        assert time.monotonic() < deadline, "the stream opened after the stop was never closed"
-        time.sleep(0.01)
-    assert terminated_during_open == [False]
+    mic._opener.join(10)
+    # The opener closes what it opened once the open returns, since nobody else will.
+    assert not mic._opener.is_alive() and events == ["rescan", "open", "opened", "closed"]
     assert module.state.opens == 1 and all(not s.active for s in module.state.streams)

@@ -1,11 +1,19 @@
-"""Build a tiny int8 model with a real contract, for tests that must not depend on the shipped one.
+"""Tiny int8 models with a real contract, for tests that must not depend on the shipped one.
 
-Its weights are random (seeded): it exercises loading, quantisation and windowing, not accuracy.
-Run as a script to write one: python tests/tiny_model.py OUT_DIR
+Their weights are random (seeded): they exercise loading, quantisation and windowing, not accuracy.
+Building one needs TensorFlow (the desk). So that device tests run on a device-only install, the
+builds that tests use are committed in tests/models/ (a few KB each); on an install without
+TensorFlow, ``build_tiny_model`` copies the committed build of the same labels and seed. A desk
+test (tests/test_suite.py) keeps every committed build byte-equal to a fresh one.
+
+    python tests/tiny_model.py OUT_DIR        # build one tiny model into OUT_DIR
+    python tests/tiny_model.py --committed    # rebuild tests/models/ (after changing this file)
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -20,13 +28,52 @@ EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "s
 TINY_FRONTEND = FrontendSettings(n_mels=26, n_ceps=13)
 WINDOW_S = 1.0
 HOP_S = 0.5
+SEED = 0
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+# Committed builds: file stem -> (labels, seed). Add one here when a device test needs other labels.
+COMMITTED = {
+    "tiny": (EMOTIONS, SEED),
+    "tiny_four": (("neutral", "happy", "sad", "angry"), SEED),
+    "tiny_own_labels": (("bored", "frustrated", "neutral", "złość"), SEED),
+}
 
 
-def build_tiny_model(out_dir: str | Path, name: str = "tiny", labels=EMOTIONS, seed: int = 0) -> Path:
+def can_build() -> bool:
+    """True where TensorFlow is installed (the desk); checked without importing it."""
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def build_tiny_model(out_dir: str | Path, name: str = "tiny", labels=EMOTIONS, seed: int = SEED) -> Path:
+    """Write NAME.tflite and NAME.json into out_dir: built on the desk, else copied from tests/models/."""
+    if can_build():
+        return _build(out_dir, name, tuple(labels), seed)
+    return copy_committed(out_dir, name, tuple(labels), seed)
+
+
+def copy_committed(out_dir: str | Path, name: str, labels: tuple[str, ...], seed: int = SEED) -> Path:
+    """The committed build of these labels and seed, written as a fresh build of that name would be."""
+    stem = next((s for s, (lab, sd) in COMMITTED.items() if lab == labels and sd == seed), None)
+    if stem is None:
+        import pytest
+
+        pytest.skip(f"building a tiny model with labels {list(labels)} needs TensorFlow (the desk), and tests/models/ has no build of them")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.tflite"
+    path.write_bytes((MODELS_DIR / f"{stem}.tflite").read_bytes())
+    contract = json.loads((MODELS_DIR / f"{stem}.json").read_text(encoding="utf-8"))
+    contract["name"] = name  # write_model names the contract after its file
+    path.with_suffix(".json").write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _build(out_dir: str | Path, name: str, labels: tuple[str, ...], seed: int) -> Path:
     import keras
 
     from convert.int8 import tensor_specs, to_int8_tflite
 
+    keras.backend.clear_session()  # layer names (conv2d, conv2d_1, ...) count builds; they are in the bytes
     keras.utils.set_random_seed(seed)
     frames = TINY_FRONTEND.window_frames(WINDOW_S)
     model = keras.Sequential(
@@ -42,7 +89,7 @@ def build_tiny_model(out_dir: str | Path, name: str = "tiny", labels=EMOTIONS, s
     tflite = to_int8_tflite(model, representative)
     spec_in, spec_out = tensor_specs(tflite)
     contract = ModelContract(
-        labels=tuple(labels),
+        labels=labels,
         frontend=TINY_FRONTEND,
         window_s=WINDOW_S,
         hop_s=HOP_S,
@@ -58,5 +105,15 @@ def build_tiny_model(out_dir: str | Path, name: str = "tiny", labels=EMOTIONS, s
     return path
 
 
+def build_committed(out_dir: str | Path = MODELS_DIR) -> list[Path]:
+    """Build every committed tiny model afresh into out_dir (tests/models/ by default)."""
+    return [_build(out_dir, stem, labels, seed) for stem, (labels, seed) in COMMITTED.items()]
+
+
 if __name__ == "__main__":
-    print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "."))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # convert/ lives at the repository root
+    if sys.argv[1:] == ["--committed"]:
+        for built in build_committed():
+            print(built)
+    else:
+        print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "."))

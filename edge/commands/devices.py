@@ -18,11 +18,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=main)
 
 
-def main(args, pyaudio_module=None) -> int:
+def main(args, sounddevice_module=None) -> int:
     from edge.service.sources import SourceError, input_devices
 
     try:
-        devices = input_devices(quiet=not args.debug, pyaudio_module=pyaudio_module)
+        devices = input_devices(quiet=not args.debug, sounddevice_module=sounddevice_module)
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,8 +7,8 @@ the watchdog) even when the microphone or pipe is silent.
 
 - FileSource: a file through edge.audio.read_audio, as fast as possible or paced in real time, optionally looped.
 - StdinSource: raw 16-bit little-endian PCM on a file descriptor (``arecord ... | python -m edge run --source -``).
-- MicSource: a PyAudio input device at its native rate; missing, busy or unplugged devices are
-  retried with edge.service.backoff; input overflows are counted, not fatal.
+- MicSource: a PortAudio input device (through sounddevice, no compiler needed) at its native rate;
+  missing, busy or unplugged devices are retried with edge.service.backoff; input overflows are counted, not fatal.
 """
 
 from __future__ import annotations
@@ -146,8 +146,6 @@ class StdinSource:
 
 # ---------------------------------------------------------------------------------------------- microphone
 
-PA_INPUT_OVERFLOW = 0x2  # PortAudio's paInputOverflow status flag
-PA_CONTINUE = 0  # pyaudio.paContinue
 STALL_S = 2.0  # no audio for this long from an open stream means the device is gone
 QUEUE_CHUNKS = 50  # chunks buffered between the audio thread and the loop (5 s at 100 ms)
 
@@ -179,22 +177,43 @@ def quiet_stderr(enabled: bool = True):
         os.close(saved)
 
 
-def _pyaudio_module():
+def _sounddevice_module():
+    """sounddevice (PortAudio without a compiler), or one sentence naming what to install."""
     try:
-        import pyaudio
-    except ImportError as exc:
-        raise SourceError(f"the microphone needs PyAudio, which cannot be imported ({exc}); pip install pyaudio") from None
-    return pyaudio
+        import sounddevice
+    except ImportError:
+        raise SourceError("the microphone needs the Python package sounddevice: pip install 'ser-edge[mic]'") from None
+    except OSError:  # sounddevice's own import fails this way when the PortAudio library is missing
+        raise SourceError("the microphone needs the PortAudio library: sudo apt-get install libportaudio2") from None
+    return sounddevice
 
 
-def list_input_devices(pa) -> list[InputDevice]:
-    """Input devices of an initialised PyAudio instance."""
-    devices = []
-    for i in range(pa.get_device_count()):
-        info = pa.get_device_info_by_index(i)
-        if int(info.get("maxInputChannels", 0)) > 0:
-            devices.append(InputDevice(i, str(info["name"]), int(info["defaultSampleRate"]), int(info["maxInputChannels"])))
-    return devices
+def list_input_devices(sd) -> list[InputDevice]:
+    """Input devices that PortAudio (through the sounddevice module ``sd``) knows now."""
+    return [
+        InputDevice(index, str(d["name"]), int(d["default_samplerate"]), int(d["max_input_channels"]))
+        for index, d in enumerate(sd.query_devices())
+        if int(d["max_input_channels"]) > 0
+    ]
+
+
+def default_input_index(sd) -> int | None:
+    """The system's default input device, or None when there is none."""
+    try:
+        return int(sd.query_devices(kind="input")["index"])
+    except (sd.PortAudioError, KeyError, ValueError):
+        return None
+
+
+def rescan_devices(sd) -> None:
+    """Restart PortAudio, which lists devices only when it starts, so one plugged in since is seen.
+
+    sounddevice has no public call for this; its module-level _terminate/_initialize pair is the known way.
+    """
+    terminate, initialize = getattr(sd, "_terminate", None), getattr(sd, "_initialize", None)
+    if terminate is not None and initialize is not None:
+        terminate()
+        initialize()
 
 
 def find_device(devices: list[InputDevice], wanted: str, default_index: int | None) -> InputDevice | None:
@@ -211,81 +230,76 @@ def find_device(devices: list[InputDevice], wanted: str, default_index: int | No
 
 
 class MicSource:
-    """A microphone through PyAudio, opened at the device's own rate, reopened with backoff when lost."""
+    """A microphone through sounddevice, opened at the device's own rate, reopened with backoff when lost."""
 
     def __init__(
         self,
         device: str = "",
         chunk_ms: int = 100,
-        pyaudio_module=None,
+        sounddevice_module=None,
         backoff: BackoffSettings | None = None,
         stall_s: float = STALL_S,
         quiet: bool = True,
     ) -> None:
         self.wanted = device
         self.chunk_ms = chunk_ms
-        self._pyaudio = pyaudio_module or _pyaudio_module()
+        self._sd = sounddevice_module or _sounddevice_module()
         self._backoff = Backoff(backoff)
         self.stall_s = stall_s
         self.quiet = quiet
         self.overflows = 0
         self.reopens = 0
         self.device: InputDevice | None = None
-        self._pa = None
         self._stream = None
         self._opener: threading.Thread | None = None
         self._queue: queue.Queue[bytes] = queue.Queue(maxsize=QUEUE_CHUNKS)
         # An explicitly named device that does not exist is a configuration error, not a glitch.
         if device != "":
-            pa = self._new_pa()
-            try:
-                known = list_input_devices(pa)
-                if find_device(known, device, None) is None:
-                    names = "; ".join(f"{d.index}: {d.name}" for d in known) or "none"
-                    raise SourceError(f"no input device matches {device!r} (input devices: {names}); see python -m edge devices")
-            finally:
-                pa.terminate()
+            with quiet_stderr(self.quiet):
+                known = list_input_devices(self._sd)
+            if find_device(known, device, None) is None:
+                names = "; ".join(f"{d.index}: {d.name}" for d in known) or "none"
+                raise SourceError(f"no input device matches {device!r} (input devices: {names}); see python -m edge devices")
         self.name = f"mic:{device or 'default'}"
-
-    def _new_pa(self):
-        with quiet_stderr(self.quiet):
-            return self._pyaudio.PyAudio()
 
     def _open(self) -> InputDevice:
         """One attempt to (re)open the device; OSError when it is missing or busy."""
         self._close_stream()
-        # A fresh PortAudio instance sees devices plugged in since the last one.
-        self._pa = self._new_pa()
+        sd = self._sd
         try:
-            default = self._pa.get_default_input_device_info()["index"]
-        except (OSError, KeyError):
-            default = None
-        device = find_device(list_input_devices(self._pa), self.wanted, default)
+            with quiet_stderr(self.quiet):
+                rescan_devices(sd)
+                devices, default = list_input_devices(sd), default_input_index(sd)
+        except sd.PortAudioError as exc:
+            raise OSError(f"PortAudio cannot list devices: {exc}") from None
+        device = find_device(devices, self.wanted, default)
         if device is None:
             raise OSError(f"input device {self.wanted or 'default'} not present")
         frames = max(1, device.default_rate_hz * self.chunk_ms // 1000)
-        with quiet_stderr(self.quiet):
-            self._stream = self._pa.open(
-                format=self._pyaudio.paInt16,
-                channels=1,
-                rate=device.default_rate_hz,
-                input=True,
-                input_device_index=device.index,
-                frames_per_buffer=frames,
-                stream_callback=self._callback,
-            )
-        self._stream.start_stream()
+        try:
+            with quiet_stderr(self.quiet):
+                self._stream = sd.RawInputStream(
+                    samplerate=device.default_rate_hz,
+                    blocksize=frames,
+                    device=device.index,
+                    channels=1,
+                    dtype="int16",
+                    callback=self._callback,
+                )
+                self._stream.start()
+        except sd.PortAudioError as exc:
+            self._close_stream()
+            raise OSError(str(exc)) from None
         log.info("listening to input device %d (%s) at %d Hz", device.index, device.name, device.default_rate_hz)
         return device
 
-    def _callback(self, data, frame_count, time_info, status):
-        if status & PA_INPUT_OVERFLOW:
+    def _callback(self, indata, frames, time_info, status) -> None:
+        if status.input_overflow:
             self.overflows += 1
         try:
-            self._queue.put_nowait(data)
+            self._queue.put_nowait(bytes(indata))  # indata is PortAudio's buffer, reused after the callback
         except queue.Full:  # the loop is behind: drop audio rather than block the audio thread
             self.overflows += 1
-        return None, PA_CONTINUE
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
         while not stop.is_set():
@@ -335,36 +349,28 @@ class MicSource:
 
     def _is_active(self) -> bool:
         try:
-            return bool(self._stream is not None and self._stream.is_active())
-        except OSError:
+            return bool(self._stream is not None and self._stream.active)
+        except self._sd.PortAudioError:
             return False
 
     def _close_stream(self) -> None:
         if self._stream is not None:
             with contextlib.suppress(Exception):
-                self._stream.stop_stream()
+                self._stream.stop()
             with contextlib.suppress(Exception):
                 self._stream.close()
             self._stream = None
-        if self._pa is not None:
-            with contextlib.suppress(Exception):
-                self._pa.terminate()
-            self._pa = None
         while not self._queue.empty():
             self._queue.get_nowait()
 
     def close(self) -> None:
         if self._opener is not None and self._opener.is_alive():
-            return  # an attempt is inside PortAudio: terminating under it is undefined; the opener closes once it sees the stop
+            return  # an attempt is inside PortAudio: closing under it is undefined; the opener closes once it sees the stop
         self._close_stream()
 
 
-def input_devices(quiet: bool = True, pyaudio_module=None) -> list[InputDevice]:
+def input_devices(quiet: bool = True, sounddevice_module=None) -> list[InputDevice]:
     """Every input device PortAudio knows now, with its default rate and channels."""
-    pyaudio = pyaudio_module or _pyaudio_module()
+    sd = sounddevice_module or _sounddevice_module()
     with quiet_stderr(quiet):
-        pa = pyaudio.PyAudio()
-    try:
-        return list_input_devices(pa)
-    finally:
-        pa.terminate()
+        return list_input_devices(sd)
