@@ -409,7 +409,7 @@ def test_reload_sends_ends_of_removed_rules_to_the_new_sinks_and_tells_them_the_
     daemon, old = _daemon_with_active_alerts(tiny_model_path, data_dir, ("angry", "fearful"))
     ids = dict(daemon.policy.active_alerts)
     new = ResumableSink()
-    monkeypatch.setattr(daemon_module, "build_outputs", lambda settings, model=None, web=None: Outputs([new]))
+    monkeypatch.setattr(daemon_module, "rebuild_outputs", lambda running, settings, model=None: (running.close() or Outputs([new]), [new]))
     kept = PolicySettings(smoothing_windows=1, rules=(AlertRule("fearful", threshold=0.3, hold_s=0.0, hysteresis=0.1),))
     daemon.reload_settings = lambda: ServiceSettings(audio=daemon.settings.audio, policy=kept)
     daemon.request_reload()
@@ -422,7 +422,7 @@ def test_reload_sends_ends_of_removed_rules_to_the_new_sinks_and_tells_them_the_
     assert new.of("alert") == [] and new.resumed == {ids["fearful"]: "fearful"}
 
 
-def test_a_failed_reload_keeps_the_web_page_it_did_not_close(tiny_model_path, data_dir, monkeypatch):
+def test_a_failed_reload_keeps_every_running_output_untouched(tiny_model_path, data_dir, monkeypatch, caplog):
     from edge.service import daemon as daemon_module
     from edge.service.daemon import StartError
 
@@ -432,20 +432,26 @@ def test_a_failed_reload_keeps_the_web_page_it_did_not_close(tiny_model_path, da
         def shutdown(self):
             self.stopped = True
 
-    feed, web = ListSink("http"), Web()
-    daemon, _ = make_daemon(tiny_model_path, data_dir / CLIP, sinks=[ListSink(), feed])
+    feed, web, other = ListSink("http"), Web(), ListSink()
+    daemon, _ = make_daemon(tiny_model_path, data_dir / CLIP, sinks=[other, feed])
     daemon.outputs.web = web
+    running, before = daemon.outputs, daemon.settings
 
-    def broken(settings, model=None, web=None):
-        raise StartError("GPIO pin 17 cannot be used")
+    def broken(running, settings, model=None):
+        raise StartError("GPIO pin 17 cannot be used as a led (PinInvalidPin: no such pin)")
 
-    monkeypatch.setattr(daemon_module, "build_outputs", broken)
-    daemon.reload_settings = lambda: daemon.settings
+    monkeypatch.setattr(daemon_module, "rebuild_outputs", broken)
+    daemon.reload_settings = lambda: ServiceSettings(audio=before.audio, policy=PolicySettings(rules=()))
     daemon.request_reload()
-    daemon._tick()
-    assert not feed.closed and not web.stopped
-    # Still fed, and still stopped with the service: not a server left bound and unfed.
-    assert feed in daemon.outputs.sinks and daemon.outputs.web is web
+    with caplog.at_level("ERROR"):
+        daemon._tick()
+    assert not feed.closed and not other.closed and not web.stopped
+    assert daemon.outputs is running and daemon.settings is before, "the policy stays as it was too"
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert (
+        line
+        == "reload failed, keeping the running configuration and outputs: GPIO pin 17 cannot be used as a led (PinInvalidPin: no such pin)"
+    )
     daemon.outputs.close()
     assert feed.closed and web.stopped
 

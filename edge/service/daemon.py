@@ -7,8 +7,10 @@ loop runs in the main thread:
 - SIGTERM and SIGINT set a stop flag; the loop sees it within one chunk (at most
   IDLE_POLL_S when the source is quiet), ends active alerts, closes the source and every
   sink (GPIO off, MQTT offline and queue saved) and returns 0.
-- SIGHUP re-reads the configuration; the policy and the sinks are rebuilt from it. A bad
-  new configuration is logged and the old one kept.
+- SIGHUP re-reads the configuration; the policy and the sinks are rebuilt from it. Every new
+  sink is built and checked before a running one is touched, and parts whose table did not
+  change are kept as they are; a bad configuration, or a sink that cannot be built, is logged
+  in one sentence and the running configuration and outputs go on, losing nothing.
 - systemd (``sd_notify``): READY=1 once listening, WATCHDOG=1 from the loop itself (so a
   stalled loop is restarted), STOPPING=1 on the way out. Without $NOTIFY_SOCKET nothing is sent.
 """
@@ -34,7 +36,7 @@ from edge.service.recorder import AlertRecorder
 from edge.service.sd_notify import Notifier
 from edge.service.sources import AudioSource, open_source
 from edge.service.stdout_sink import StdoutSink
-from edge.settings import ConfigError, ServiceSettings
+from edge.settings import ConfigError, HttpSettings, ServiceSettings
 from edge.signals import StopFlag
 from edge.web.access import http_token
 
@@ -49,83 +51,191 @@ class StartError(RuntimeError):
 
 
 class Outputs:
-    """The sinks built from one configuration, plus the web server when --http is on."""
+    """The sinks built from one configuration, plus the web server when --http is on.
 
-    def __init__(self, sinks: list[Sink], recorder: AlertRecorder | None = None, web=None) -> None:
+    ``parts`` maps each table that made a sink ([output], [gpio], [mqtt], [debug], [http]) to the
+    settings it was made from and the sink, so a reload keeps what did not change.
+    """
+
+    def __init__(self, sinks: list[Sink], recorder: AlertRecorder | None = None, web=None, parts: dict | None = None) -> None:
         self.sinks = sinks
         self.recorder = recorder
         self.web = web
+        self.parts: dict[str, tuple[object, Sink]] = dict(parts or {})
 
     def close(self, keep_web: bool = False) -> None:
         for sink in self.sinks:
             if keep_web and self.web is not None and sink.name == "http":
                 continue
-            try:
-                sink.close()
-            except Exception as exc:  # one sink failing to close must not keep the others open
-                log.warning("closing sink %s failed: %s", sink.name, exc)
+            _close(sink)
         if self.web is not None and not keep_web:
             self.web.shutdown()
 
 
-def build_outputs(settings: ServiceSettings, model: Model | None = None, web: tuple | None = None) -> Outputs:
-    """Every sink the settings turn on; StartError (after closing what was built) if one cannot start.
-
-    ``web`` is an existing (LiveFeed, server) pair to keep across a reload.
-    """
-    sinks: list[Sink] = []
-    recorder = None
-    server = None
+def _close(sink: Sink) -> None:
     try:
-        if settings.output.enabled:
-            sinks.append(StdoutSink(settings.output))
-        if settings.gpio.enabled:
-            from edge.service.gpio_sink import GpioError
+        sink.close()
+    except Exception as exc:  # one sink failing to close must not keep the others open
+        log.warning("closing sink %s failed: %s", sink.name, exc)
 
-            try:
-                sinks.append(GpioSink(settings.gpio))
-            except GpioError as exc:
-                raise StartError(str(exc)) from None
-        if settings.mqtt.enabled:
-            from edge.service.mqtt import MqttSink
 
-            try:
-                sinks.append(MqttSink(settings.mqtt, labels=model.labels if model is not None else ()))
-            except ValueError as exc:  # MqttConfigError: unreadable password or CA file
-                raise StartError(str(exc)) from None
-        if settings.debug.record:
-            try:
-                recorder = AlertRecorder(settings.debug)
-            except OSError as exc:
-                raise StartError(f"debug.record_dir = {settings.debug.record_dir!r} cannot be used ({exc.strerror or exc})") from None
-            sinks.append(recorder)
-        if web is not None:
-            feed, server = web
-            sinks.append(feed)
-        elif settings.http.enabled:
-            feed, server = _start_web(settings, model)
-            sinks.append(feed)
+OUTPUT_TABLES = ("output", "gpio", "mqtt", "debug", "http")
+"""The tables that make sinks, in the order events reach them."""
+
+
+def _wanted(settings: ServiceSettings, table: str) -> bool:
+    part = getattr(settings, table)
+    return bool(part.record if table == "debug" else part.enabled)
+
+
+def _build_part(table: str, settings: ServiceSettings, model: Model | None, start: bool = True, feed=None):
+    """The sink of one table (and the web server for [http]); StartError with one sentence if it cannot be made."""
+    if table == "output":
+        return StdoutSink(settings.output), None
+    if table == "gpio":
+        from edge.service.gpio_sink import GpioError
+
+        try:
+            return GpioSink(settings.gpio), None
+        except GpioError as exc:
+            raise StartError(str(exc)) from None
+    if table == "mqtt":
+        from edge.service.mqtt import MqttSink
+
+        try:
+            return MqttSink(settings.mqtt, labels=model.labels if model is not None else (), start=start), None
+        except ValueError as exc:  # MqttConfigError, QueueFileError: unreadable password, CA or queue file
+            raise StartError(str(exc)) from None
+    if table == "debug":
+        try:
+            return AlertRecorder(settings.debug), None
+        except OSError as exc:
+            raise StartError(f"debug.record_dir = {settings.debug.record_dir!r} cannot be used ({exc.strerror or exc})") from None
+    return _start_web(settings, model, feed)
+
+
+def _assemble(parts: dict[str, tuple[object, Sink]], servers: dict[str, object]) -> Outputs:
+    sinks = [parts[t][1] for t in OUTPUT_TABLES if t in parts]
+    recorder = parts["debug"][1] if "debug" in parts else None
+    return Outputs(sinks, recorder, servers.get("http"), parts)
+
+
+def build_outputs(settings: ServiceSettings, model: Model | None = None) -> Outputs:
+    """Every sink the settings turn on; StartError (after closing what was built) if one cannot start."""
+    parts: dict[str, tuple[object, Sink]] = {}
+    servers: dict[str, object] = {}
+    try:
+        for table in OUTPUT_TABLES:
+            if _wanted(settings, table):
+                sink, server = _build_part(table, settings, model)
+                parts[table] = (getattr(settings, table), sink)
+                if server is not None:
+                    servers[table] = server
     except BaseException:
-        Outputs(sinks, recorder, server).close()
+        _assemble(parts, servers).close()
         raise
-    return Outputs(sinks, recorder, server)
+    return _assemble(parts, servers)
 
 
-def _start_web(settings: ServiceSettings, model: Model | None):
+def rebuild_outputs(running: Outputs, new: ServiceSettings, model: Model | None = None) -> tuple[Outputs, list[Sink]]:
+    """The outputs of a reloaded configuration, and the sinks in them that are new.
+
+    Everything new is built and checked while the running outputs go on: a part whose table did not
+    change is kept as it is; an MQTT sink is checked but connects only once the old one has closed
+    (one client id, one queue file), and takes over its undelivered alerts; a GPIO pin that stays the
+    same pin is handed over last. If anything fails, what was built is closed, the running outputs
+    are untouched and StartError says why in one sentence.
+    """
+    kept: dict[str, tuple[object, Sink]] = {}
+    fresh: dict[str, tuple[object, Sink]] = {}
+    servers: dict[str, object] = {"http": running.web} if running.web is not None else {}
+    later: list[str] = []  # parts that need what the running one holds (the same GPIO pin)
+    try:
+        for table in OUTPUT_TABLES:
+            old = running.parts.get(table)
+            if not _wanted(new, table):
+                continue
+            wanted = getattr(new, table)
+            if old is not None and old[0] == wanted and (table != "http" or _token_unchanged(new, running.web)):
+                kept[table] = old
+            elif table == "http" and old is not None and _same_address(old[0], wanted):
+                _swap_token(running.web, new)  # the same server, a new token: nothing to rebind
+                kept[table] = (wanted, old[1])
+            elif table == "gpio" and old is not None and old[0].pin == wanted.pin:
+                later.append(table)
+            else:
+                feed = old[1] if table == "http" and old is not None else None
+                sink, server = _build_part(table, new, model, start=False, feed=feed)
+                fresh[table] = (wanted, sink)
+                if server is not None:
+                    servers["new-http"] = server
+    except BaseException:
+        for table, (_, sink) in fresh.items():
+            if table != "http":  # a kept live feed goes on feeding the running page
+                _close(sink)
+        if "new-http" in servers:
+            servers["new-http"].shutdown()
+        raise
+    # Everything new is ready: now the old parts that are not kept go, and the new ones start.
+    kept_sinks = {id(sink) for _, sink in kept.values()} | {id(sink) for _, sink in fresh.values()}
+    for sink in running.sinks:
+        if id(sink) not in kept_sinks:
+            _close(sink)
+    if ("new-http" in servers or "http" not in kept) and running.web is not None:
+        running.web.shutdown()
+        servers.pop("http", None)
+    if "new-http" in servers:
+        servers["http"] = servers.pop("new-http")
+    if "mqtt" in fresh:
+        old = running.parts.get("mqtt")
+        fresh["mqtt"][1].start(replacing=old[1] if old is not None else None)
+    for table in later:  # the GPIO pin, free now that its old sink has closed
+        old_settings = running.parts[table][0]
+        try:
+            fresh[table] = (getattr(new, table), _build_part(table, new, model)[0])
+        except StartError as exc:
+            log.error("[%s] could not take over its pin (%s); keeping the previous [%s] settings", table, exc, table)
+            fresh[table] = (old_settings, _build_part(table, _with(new, table, old_settings), model)[0])
+    return _assemble({**kept, **fresh}, servers), [sink for _, sink in fresh.values()]
+
+
+def _with(settings: ServiceSettings, table: str, value) -> ServiceSettings:
+    return dataclasses.replace(settings, **{table: value})
+
+
+def _same_address(old: HttpSettings, new: HttpSettings) -> bool:
+    return (old.host, old.port) == (new.host, new.port)
+
+
+def _swap_token(web, settings: ServiceSettings) -> None:
+    """Give the running page the token of the new [http] (it checks the token on every request)."""
+    from edge.web.access import is_loopback
+
+    try:
+        token = http_token(settings.http)
+    except ValueError as exc:
+        raise StartError(str(exc)) from None
+    if token is None and not is_loopback(settings.http.host):
+        raise StartError(f"refusing to serve {settings.http.host} without a token; set [http] token_file or token")
+    web.set_token(token)
+
+
+def _start_web(settings: ServiceSettings, model: Model | None, feed=None):
     try:
         from edge.web.app import create_app
         from edge.web.live import LiveFeed
         from edge.web.server import serve_in_thread
     except ImportError as exc:
         raise StartError(f"--http needs the web page (edge.web), which cannot be imported ({exc})") from None
-    feed = LiveFeed()
+    own_feed = feed is None
+    feed = feed if feed is not None else LiveFeed()
     try:
         token = http_token(settings.http)
         app = create_app(model if model is not None else (settings.model.path or None), live=feed, token=token)
         server = serve_in_thread(app, settings.http.host, settings.http.port)
-        server.token = token
     except (OSError, ValueError) as exc:  # ServerError is an OSError; ModelError and a bad token are ValueErrors
-        feed.close()
+        if own_feed:
+            feed.close()
         raise StartError(str(exc)) from None
     log.info("web page with live view on %s", server.url)
     return feed, server
@@ -306,27 +416,22 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.send("READY=1")
             return
-        for part in ("audio", "model", "speech"):
+        for part in ("audio", "model", "speech", "profile"):
             if getattr(new, part) != getattr(self.settings, part):
                 log.warning("[%s] changed: it takes effect at the next restart, not on reload", part)
-        # The same [http] may name a token file whose token was changed: a new token needs a new app.
-        keep_web = self.outputs.web is not None and new.http == self.settings.http and _token_unchanged(new, self.outputs.web)
-        web = (next(s for s in self.outputs.sinks if s.name == "http"), self.outputs.web) if keep_web else None
-        self.outputs.close(keep_web=keep_web)  # first: a GPIO pin or a port can have only one owner
         try:
-            outputs = build_outputs(new, self.classifier.model, web)
+            outputs, fresh = rebuild_outputs(self.outputs, new, self.classifier.model)
         except (StartError, OSError, ValueError) as exc:
-            log.error("reload failed (%s); only stdout (and the kept web page) is on until the configuration is fixed and reloaded", exc)
-            # The kept web server is still bound: keep it in the outputs, or it would outlive them unfed and hold its port.
-            outputs = Outputs([StdoutSink(self.settings.output), *([web[0]] if web else [])], web=web[1] if web else None)
-            new = self.settings
+            log.error("reload failed, keeping the running configuration and outputs: %s", exc)
+            self.notifier.send("READY=1")
+            return
         self.outputs = outputs  # before the policy's events: the old sinks are closed
         self.settings = new
         for event in self.policy.reconfigure(new.policy):
             self.dispatch(event)
         # New sinks start knowing no alert (a dark GPIO pin, MQTT alert_active OFF): tell them which are still on.
         active = {alert_id: emotion for emotion, alert_id in self.policy.active_alerts.items()}
-        for sink in outputs.sinks:
+        for sink in fresh:
             resume = getattr(sink, "resume_alerts", None)
             if active and resume is not None:
                 resume(active)
@@ -344,7 +449,7 @@ class Daemon:
 
 def _token_unchanged(settings: ServiceSettings, web) -> bool:
     try:
-        return http_token(settings.http) == getattr(web, "token", None)
+        return web is not None and http_token(settings.http) == getattr(web, "token", None)
     except (OSError, ValueError):
         return False
 

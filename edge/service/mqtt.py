@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import ssl
 import threading
 import time
@@ -106,6 +107,10 @@ def _require_paho() -> None:
         raise MqttConfigError("MQTT needs paho-mqtt 2.x, but an older one is installed: pip install 'paho-mqtt>=2.1,<3'")
 
 
+def _same_file(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and os.path.realpath(a) == os.path.realpath(b)
+
+
 def _dumps(event: dict) -> str:
     return json.dumps(event, separators=(",", ":"))
 
@@ -120,13 +125,22 @@ class MqttSink:
 
     name = "mqtt"
 
-    def __init__(self, settings: MqttSettings, backoff: BackoffSettings | None = None, labels: Sequence[str] = ()) -> None:
+    def __init__(
+        self, settings: MqttSettings, backoff: BackoffSettings | None = None, labels: Sequence[str] = (), start: bool = True
+    ) -> None:
+        """Check everything the sink needs (paho, the password and CA files, the queue file) and, with ``start``, connect.
+
+        ``start=False`` only checks: a reload builds its new sinks this way while the running ones go on,
+        and calls ``start`` once the old sink has closed (one client id, one queue file).
+        """
         _require_paho()
         self.settings = settings
         self.labels = tuple(labels)  # the model's: the emotion sensor's options in Home Assistant
         self._password = read_password(settings.password_file) if settings.password_file else None
         self._tls = tls_context(settings)
-        self._queue = AlertQueue(settings.queue_file, settings.queue_max)
+        if settings.queue_file:
+            AlertQueue.check_path(settings.queue_file)
+        self._queue: AlertQueue | None = None
         self._backoff = Backoff(backoff)
         self._drop_backoff = Backoff(backoff)  # grows while sessions keep ending within STABLE_SESSION_S
         self._client_id = settings.client_id or f"ser-edge-{settings.device_id}"
@@ -150,8 +164,22 @@ class MqttSink:
         self._up = threading.Event()  # connected, and the backlog handed over
         self._connack_reason: str | None = None
         self._session_over = threading.Event()
-
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{self._address}", daemon=True)
+        if start:
+            self.start()
+
+    def start(self, replacing: MqttSink | None = None) -> None:
+        """Open the queue and connect; ``replacing`` is a closed sink whose undelivered alerts this one takes over, in order."""
+        self._queue = AlertQueue(self.settings.queue_file, self.settings.queue_max)
+        if (
+            replacing is not None
+            and replacing._queue is not None
+            and not _same_file(replacing.settings.queue_file, self.settings.queue_file)
+        ):
+            # Into this queue (and its file) first, then out of the old one: a crash in between repeats, never loses.
+            for _, event in replacing._queue.items():
+                self._queue.append(event)
+            replacing._queue.take_all()
         self._thread.start()
 
     # -- the Sink interface ---------------------------------------------------------------------
@@ -159,7 +187,7 @@ class MqttSink:
     @property
     def queue_length(self) -> int:
         """Alert events not yet acknowledged by the broker."""
-        return len(self._queue)
+        return len(self._queue) if self._queue is not None else 0
 
     @property
     def status(self) -> str:
@@ -207,6 +235,9 @@ class MqttSink:
     def close(self) -> None:
         """Publish "offline", wait briefly for acknowledgements, save the queue and disconnect."""
         if self._closed:
+            return
+        if self._queue is None:  # checked, never started (a reload that was given up)
+            self._closed = True
             return
         deadline = time.monotonic() + CLOSE_BUDGET_S
         if not self._up.is_set() and self._attempt_pending.is_set():

@@ -130,14 +130,20 @@ class AlertQueue:
 
     def _check_path(self) -> None:
         assert self.path is not None
-        kind = what_is(self.path)
+        self.check_path(self.path)
+
+    @staticmethod
+    def check_path(path: str | Path) -> None:
+        """QueueFileError (one sentence) unless ``path`` can be this queue's file: a regular file or none, in a writable folder."""
+        path = Path(path)
+        kind = what_is(path)
         if kind == "a folder":
-            raise QueueFileError(f"the alert queue file {self.path} is a folder; give a file name such as {self.path / 'alerts.jsonl'}")
+            raise QueueFileError(f"the alert queue file {path} is a folder; give a file name such as {path / 'alerts.jsonl'}")
         if kind is not None:  # a save renames over the path: it would replace a device, a FIFO or a socket
             raise QueueFileError(
-                f"the alert queue file {self.path} is {kind}, not a regular file; give the name of a file such as {EXAMPLE_PATH}"
+                f"the alert queue file {path} is {kind}, not a regular file; give the name of a file such as {EXAMPLE_PATH}"
             )
-        folder = self.path.parent
+        folder = path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -6,15 +6,16 @@
     GET  /api/health       live only: the service's last health event and uptime
     GET  /api/events       live only: the same events pushed as server-sent events
 
-Uploads are decoded in memory and classified by the same StreamingClassifier as the
-`classify` command; nothing is written to disk and the client's filename is only shown,
-never used as a path. With a token, every request must carry it (``edge.web.access``).
+Uploads are held in memory, decoded a second at a time and classified by the same
+StreamingClassifier as the `classify` command (memory does not grow with the clip's length);
+nothing is written to disk and the client's filename is only shown, never used as a path. With a token, every request must carry it (``edge.web.access``).
 ``create_app`` builds the app; each route below is a plain function that reads what it
 needs from ``page()``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import io
 import json
@@ -28,9 +29,11 @@ import flask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edge import __version__
-from edge.audio import AudioError, ClipTooLongError, decode_audio
+from edge.audio import AudioError, ClipTooLongError, audio_blocks
 from edge.classifier import StreamingClassifier
+from edge.inputs import RateTap, rate_warning
 from edge.model import Model
+from edge.profile import VoiceProfile
 from edge.web.access import given_token, loopback_host
 from edge.web.live import CLOSED, LiveFeed, clear_queue
 
@@ -65,6 +68,8 @@ class Page:
     live: LiveFeed | None
     token: str | None
     max_upload_bytes: int
+    profile: VoiceProfile | None = None
+    """The voice profile uploads are normalised against (``serve --profile``); None for the population's."""
 
 
 def create_app(
@@ -74,13 +79,15 @@ def create_app(
     token: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     threads: int | None = None,
+    profile: VoiceProfile | None = None,
 ) -> flask.Flask:
     """The web app around one classifier built now from ``model_path`` (default: the shipped model).
 
     ``model_path`` may also be a loaded ``Model``: the app then loads its own copy from the
     same file, because an interpreter must not be shared with the daemon's thread.
-    ``live`` adds the live view; ``token`` makes every request require it.
-    Raises ModelError if the model cannot be served.
+    ``live`` adds the live view; ``token`` makes every request require it; ``profile`` normalises
+    uploads against one person's voice. Raises ModelError if the model cannot be served, ProfileError
+    if the profile belongs to another model.
     """
     if isinstance(model_path, Model):
         threads = model_path.threads if threads is None else threads
@@ -95,7 +102,7 @@ def create_app(
     app.config.update(MAX_CONTENT_LENGTH=int(max_upload_bytes), SER_TOKEN_SET=token is not None)
     app.json.sort_keys = False
     app.extensions["ser_edge"] = Page(
-        classifier=StreamingClassifier(model),
+        classifier=StreamingClassifier(model, profile=profile),
         classify_lock=threading.Lock(),
         model_name=model.path.stem,
         labels=model.labels,
@@ -103,6 +110,7 @@ def create_app(
         live=live,
         token=token,
         max_upload_bytes=int(max_upload_bytes),
+        profile=profile,
     )
     app.before_request(check_access)
     app.after_request(harden)
@@ -113,6 +121,19 @@ def create_app(
 
 def page() -> Page:
     return flask.current_app.extensions["ser_edge"]
+
+
+def app_token(app: flask.Flask) -> str | None:
+    """The token every request to ``app`` must carry, or None."""
+    return app.extensions["ser_edge"].token
+
+
+def set_token(app: flask.Flask, token: str | None) -> None:
+    """Require ``token`` (None: none, loopback only) from the next request on; a reload of the service calls it."""
+    if token is not None and not token.strip():
+        raise ValueError("the web token is empty; put a long random string in the token file or the [http] token setting")
+    app.extensions["ser_edge"] = dataclasses.replace(app.extensions["ser_edge"], token=token)
+    app.config["SER_TOKEN_SET"] = token is not None
 
 
 # --------------------------------------------------------------------------------------------- every request
@@ -192,10 +213,10 @@ def classify():
     if size == 0:
         return _error(400, f"{name}: the file is empty (0 bytes)", path=name)
     p = page()
+    blocks = RateTap(audio_blocks(stream, name, MAX_CLIP_S))  # a second at a time: memory flat in the clip's length
     try:
-        audio, rate = decode_audio(stream, name, MAX_CLIP_S)
         with p.classify_lock:
-            result = p.classifier.classify_clip(audio, rate, name)
+            result = p.classifier.classify_blocks(blocks, name)
     except ClipTooLongError as exc:
         return _error(413, str(exc), path=name)
     except AudioError as exc:
@@ -206,6 +227,10 @@ def classify():
     finally:
         upload.close()  # nothing of the upload outlives the request
     out = result.to_dict(name)
+    warning = rate_warning(name, blocks.rate_hz)
+    if warning:
+        out["warning"] = warning
+        log.warning("%s", warning)
     out["windows"] = [w.to_dict() for w in result.windows]
     log.info("classified upload %s: %s (%.1f s)", name, result.label, result.duration_s)
     return flask.jsonify(out)
