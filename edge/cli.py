@@ -24,6 +24,8 @@ COMMANDS = (
     "edge.commands.info",
     "edge.commands.serve",
     "edge.commands.run",
+    "edge.commands.enroll",
+    "edge.commands.profile",
     "edge.commands.devices",
 )
 
@@ -32,6 +34,7 @@ examples:
   python -m edge classify samples/                  classify every audio file in a folder
   python -m edge classify --json clip.wav other.flac  one JSON line per file
   python -m edge info                               the shipped model, its metrics and runtime
+  python -m edge enroll --out me.json --seconds 60  learn your usual voice (a voice profile; no audio kept)
 
 Audio may be WAV, FLAC, OGG or AIFF at any rate, mono or multichannel; it is mixed
 to mono and resampled to 16 kHz on the device. Nothing leaves the device.

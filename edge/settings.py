@@ -72,6 +72,9 @@ class SourceSettings(Checked):
         return "mic" if self.source == "mic" else "stdin" if self.source == "-" else "file"
 
 
+THREADS = between(1, 64, "a thread count from 1 to 64")  # beyond the cores only contention; 100000 crashed the interpreter
+
+
 @dataclass(frozen=True)
 class ModelSettings(Checked):
     """[model]: which model classifies the audio."""
@@ -80,7 +83,7 @@ class ModelSettings(Checked):
 
     path: str = ""
     """A .tflite file with its .json beside it; "" for the shipped model."""
-    threads: int = setting(1, between(1, 64, "a thread count from 1 to 64"))
+    threads: int = setting(1, THREADS)
     """Interpreter threads."""
 
 
@@ -99,6 +102,10 @@ class SpeechOverrides(Checked):
     """How fast the noise floor may rise; it falls to a quieter frame at once."""
     min_speech_ratio: float | None = setting(None, RATIO)
     """A window holds speech when at least this share of its frames are speech."""
+    detector: str | None = setting(None, one_of(("silero", "energy", "webrtc")))  # edge.speech.DETECTORS (numpy-free here)
+    """Which detector marks speech frames: "silero", "energy" or "webrtc"."""
+    floor_window_s: float | None = setting(None, NON_NEGATIVE)
+    """Energy detector: the noise floor is the quietest frame of the last this many seconds (0: the rising floor)."""
 
     def over(self, trained: SpeechSettings) -> SpeechSettings:
         """The model's speech settings (``trained``) with the keys written here replaced."""

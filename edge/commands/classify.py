@@ -7,7 +7,9 @@ import json
 import logging
 import sys
 
-from edge.audio import AudioError, find_audio
+from edge.audio import AudioError, audio_blocks, find_audio
+from edge.commands import options
+from edge.inputs import RateTap, rate_warning
 from edge.model import ModelError
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,12 @@ reported and the batch goes on; the exit status is 0 when every file succeeded,
 
 With --json, exactly one line per file:
   {"path": ..., "label": ..., "probs": {"neutral": p, ...}, "duration_s": d, "speech": true}
-or, for a file that failed:
+plus "warning": "<one sentence>" for audio recorded under 8 kHz, or, for a file that failed:
   {"path": ..., "error": "<one sentence>"}
+A file name that is not UTF-8 is shown with U+FFFD in place of its undecodable bytes.
+
+--profile FILE normalises every window against one person's voice profile
+(`python -m edge enroll`); a profile made for another model is refused (exit 2).
 """
 
 
@@ -34,21 +40,25 @@ def add_parser(sub) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
     p.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
-    p.add_argument("--model", metavar="PATH", help="a .tflite model with its .json beside it (default: the shipped model)")
-    p.add_argument("--threads", type=int, default=1, metavar="N", help="interpreter threads (default: 1)")
+    options.add_model(p)
+    options.add_threads(p)
+    options.add_profile(p)
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     from edge.classifier import StreamingClassifier
     from edge.model import Model
+    from edge.profile import ProfileError
+    from edge.voice import load_profile
 
-    if args.threads < 1:
-        print("error: --threads must be at least 1", file=sys.stderr)
+    if options.threads_refused(args.threads):
         return 2
     try:
-        classifier = StreamingClassifier(Model(args.model, threads=args.threads))
-    except (ModelError, ImportError) as exc:
+        model = Model(args.model, threads=args.threads)
+        profile = load_profile(args.profile, model.contract) if args.profile else None
+        classifier = StreamingClassifier(model, profile=profile)
+    except (ModelError, ProfileError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -56,25 +66,30 @@ def main(args) -> int:
     if not args.json:
         print(f"{'file':<48} {'emotion':<10} {'p':>5} {'secs':>6}  speech")
     for path, problem in find_audio(args.paths):
+        name = options.shown(path)
+        blocks = RateTap(audio_blocks(path, name) if not problem else ())
         try:
             if problem:
-                raise AudioError(problem)
-            result = classifier.classify_file(path)
+                raise AudioError(options.shown(problem))
+            result = classifier.classify_blocks(blocks, name)
         except AudioError as exc:
             failed += 1
-            _emit_error(args.json, path, str(exc))
+            _emit_error(args.json, name, str(exc))
             continue
         except Exception as exc:  # one bad file must not end the batch
-            log.debug("unexpected failure on %s", path, exc_info=True)
+            log.debug("unexpected failure on %s", name, exc_info=True)
             failed += 1
-            _emit_error(args.json, path, f"{path}: could not be classified ({type(exc).__name__}: {exc})")
+            _emit_error(args.json, name, f"{name}: could not be classified ({type(exc).__name__}: {exc})")
             continue
+        warning = rate_warning(name, blocks.rate_hz)
+        if warning:
+            log.warning("%s", warning)
         if args.json:
-            print(json.dumps(result.to_dict(path)), flush=True)
+            print(json.dumps({**result.to_dict(name), **({"warning": warning} if warning else {})}), flush=True)
         else:
             top = result.top_prob
             print(
-                f"{_short(path, 48):<48} {result.label:<10} {top:5.2f} {result.duration_s:6.2f}  {'yes' if result.speech else 'no'}",
+                f"{_short(name, 48):<48} {result.label:<10} {top:5.2f} {result.duration_s:6.2f}  {'yes' if result.speech else 'no'}",
                 flush=True,
             )
     return 1 if failed else 0

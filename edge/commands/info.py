@@ -7,12 +7,14 @@ import platform
 import sys
 
 from edge import __version__
+from edge.commands import options
 from edge.model import ModelError
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="show the model's contract, metrics, runtime and versions")
-    p.add_argument("--model", metavar="PATH", help="a .tflite model with its .json beside it (default: the shipped model)")
+    options.add_model(p)
+    p.add_argument("--profile", metavar="FILE", help="also show this voice profile; one made for another model is refused (exit 2)")
     p.add_argument("--json", action="store_true", help="print the information as one JSON object")
     p.set_defaults(func=main)
 
@@ -21,11 +23,14 @@ def main(args) -> int:
     import numpy as np
 
     from edge.model import Model
+    from edge.profile import ProfileError
     from edge.runtime import runtime_version
+    from edge.voice import describe, load_profile
 
     try:
         model = Model(args.model)
-    except (ModelError, ImportError) as exc:
+        profile = load_profile(args.profile, model.contract) if args.profile else None
+    except (ModelError, ProfileError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     c = model.contract
@@ -52,6 +57,8 @@ def main(args) -> int:
             model.runtime: runtime_version(model.runtime),
         },
     }
+    if profile is not None:
+        info["profile"] = {"path": args.profile, **describe(profile)}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

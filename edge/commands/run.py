@@ -8,6 +8,8 @@ import signal
 import sys
 import threading
 
+from edge.commands import options
+
 log = logging.getLogger(__name__)
 
 HELP = """\
@@ -36,8 +38,13 @@ service before it starts, with one sentence naming the key. SIGHUP reloads the p
 and sinks; SIGTERM or Ctrl-C stop cleanly. No audio is written or sent anywhere unless
 --record-dir (debug) is given.
 
-Exit status: 0 after a stop signal or the end of a file or stdin; 2 for a bad setting,
-a missing file, an unknown device or a model that cannot be served.
+With --profile FILE (or [profile] path) windows are judged against one person's voice
+profile; with [profile] adapt = true the service keeps learning that voice from the speech it
+hears and saves the profile atomically every few minutes and on stop.
+
+Exit status: 0 after a stop signal or the end of a file or stdin; 1 when a file turned out
+damaged part way; 2 for a bad setting, a missing file, an unknown device, a model that cannot
+be served or a profile made for another model.
 
 examples:
   python -m edge run                                   the default microphone, alerts on stdout
@@ -65,7 +72,12 @@ def add_parser(sub) -> None:
     src.add_argument("--loop", action="store_true", help="file: start over at the end, until stopped")
     mdl = p.add_argument_group("model")
     mdl.add_argument("--model", metavar="PATH", help="a .tflite model with its .json beside it (default: the shipped model)")
-    mdl.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default: 1)")
+    options.add_threads(mdl, default=None)
+    mdl.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="normalise against this voice profile (`python -m edge enroll`); [profile] adapt = true keeps learning it",
+    )
     out = p.add_argument_group("sinks")
     out.add_argument("-v", "--verbose", action="store_true", help="stdout: also every window and the health events")
     out.add_argument("--mqtt", metavar="HOST[:PORT]", help="publish to this MQTT broker (more in the [mqtt] config section)")

@@ -7,6 +7,8 @@ import logging
 import signal
 import sys
 
+from edge.commands import options
+
 log = logging.getLogger(__name__)
 
 HELP = """\
@@ -26,7 +28,8 @@ carry it ("Authorization: Bearer <token>" or ?token=<token> in the URL):
 The JSON API beside the page:
   curl -F file=@clip.wav http://127.0.0.1:8000/api/classify
 answers what `classify --json` prints for that file, plus "windows" (one object per
-window). Uploads are decoded in memory and never stored. The live view of the running
+window). Uploads are held in memory, decoded a second at a time, and never stored.
+With --profile FILE uploads are judged against that person's voice profile. The live view of the running
 service is served by `python -m edge run --http HOST:PORT`, not by this command.
 """
 
@@ -41,15 +44,18 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one)")
     p.add_argument("--token-file", metavar="PATH", help="file holding the token every request must carry; required off loopback")
-    p.add_argument("--model", metavar="PATH", help="a .tflite model with its .json beside it (default: the shipped model)")
+    options.add_model(p)
     p.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB", help="largest upload accepted (default: 20)")
-    p.add_argument("--threads", type=int, default=1, metavar="N", help="interpreter threads (default: 1)")
+    options.add_threads(p)
+    options.add_profile(p)
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
-    from edge.model import ModelError
+    from edge.model import Model, ModelError
+    from edge.profile import ProfileError
     from edge.signals import StopFlag
+    from edge.voice import load_profile
     from edge.web.access import read_token
     from edge.web.app import create_app
     from edge.web.server import ServerError, serve_in_thread
@@ -60,14 +66,16 @@ def main(args) -> int:
     if args.max_upload_mb <= 0:
         print("error: --max-upload-mb must be positive", file=sys.stderr)
         return 2
-    if args.threads < 1:
-        print("error: --threads must be at least 1", file=sys.stderr)
+    if options.threads_refused(args.threads):
         return 2
     try:
         token = read_token(args.token_file) if args.token_file else None
-        app = create_app(args.model, token=token, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), threads=args.threads)
+        profile = load_profile(args.profile, Model(args.model).contract) if args.profile else None
+        app = create_app(
+            args.model, token=token, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), threads=args.threads, profile=profile
+        )
         server = serve_in_thread(app, args.host, args.port)
-    except (ValueError, ModelError, ServerError, ImportError) as exc:
+    except (ValueError, ModelError, ProfileError, ServerError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from pathlib import Path
 
 import tomllib
@@ -129,7 +130,9 @@ def _table(section: str, table: dict, cls: type[Checked]) -> Checked:
 def _policy(table: dict) -> PolicySettings:
     """[policy] and its [policy.alerts.EMOTION] tables: the default alerts, changed, removed or added to by the file."""
     _keys("policy", table, (*POLICY_KEYS, "alerts"))
-    defaults = AlertDefaults(**{k: v for k, v in table.items() if k in RULE_DEFAULT_KEYS})
+    written = {k: v for k, v in table.items() if k in RULE_DEFAULT_KEYS}
+    _hysteresis_below_threshold("", {**dataclasses.asdict(AlertDefaults()), **written}, {}, table)
+    defaults = AlertDefaults(**written)
     alerts = table.get("alerts", {})
     if not isinstance(alerts, dict):
         raise refuse("policy.alerts", alerts, "use tables [policy.alerts.EMOTION]")
@@ -144,12 +147,30 @@ def _policy(table: dict) -> PolicySettings:
     for emotion, values in wanted.items():  # the defaults' order, then the file's
         values = dict(values)
         if checked(f"policy.alerts.{emotion}.enabled", values.pop("enabled", True), "bool"):
-            rules.append(AlertRule(emotion, **{**dataclasses.asdict(defaults), **values}))
+            merged = {**dataclasses.asdict(defaults), **values}
+            _hysteresis_below_threshold(emotion, merged, alerts.get(emotion, {}), table)
+            rules.append(AlertRule(emotion, **merged))
     return PolicySettings(
         **{k: v for k, v in table.items() if k in POLICY_KEYS and k not in RULE_DEFAULT_KEYS},
         rules=tuple(rules),
         named=tuple(alerts),
     )
+
+
+def _hysteresis_below_threshold(emotion: str, merged: dict, rule: dict, policy: dict) -> None:
+    """Refuse a hysteresis at or above its threshold naming the key the file wrote (the rule's own, or [policy]'s).
+
+    Checked here, where it is known which table wrote which value; AlertRule only knows the values.
+    """
+    threshold, hysteresis = merged.get("threshold"), merged.get("hysteresis")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (threshold, hysteresis)) or hysteresis < threshold:
+        return  # a wrong type is refused, naming its key, by AlertRule itself
+    which = f" of the {emotion} alert" if emotion else ""
+    if "hysteresis" in rule or ("threshold" not in rule and "hysteresis" in policy):
+        key = f"policy.alerts.{emotion}.hysteresis" if "hysteresis" in rule else "policy.hysteresis"
+        raise refuse(key, hysteresis, f"use a number below the threshold {threshold}{which}")
+    key = f"policy.alerts.{emotion}.threshold" if "threshold" in rule else "policy.threshold"
+    raise refuse(key, threshold, f"use a number above the hysteresis {hysteresis}{which} (or lower the hysteresis)")
 
 
 def _check_files(settings: ServiceSettings) -> None:
@@ -229,6 +250,8 @@ def _need_file(key: str, path: str, fix: str) -> None:
         raise refuse(key, path, f"it is {kind}, not a file; {fix}")
     if not Path(path).exists():
         raise refuse(key, path, f"no such file; {fix}")
+    if not os.access(path, os.R_OK):
+        raise refuse(key, path, "this user cannot read it (permission denied); make it readable (chmod, chgrp) or choose another")
 
 
 def split_host_port(text: str, what: str, default_port: int | None) -> tuple[str, int | None]:

@@ -26,18 +26,22 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 
+from edge import voice
 from edge.classifier import StreamingClassifier
 from edge.model import Model
 from edge.policy import Policy
+from edge.profile import Adaptation, ProfileError, VoiceProfile
 from edge.service.events import Sink
 from edge.service.gpio_sink import GpioSink
 from edge.service.recorder import AlertRecorder
 from edge.service.sd_notify import Notifier
-from edge.service.sources import AudioSource, open_source
+from edge.service.sources import AudioSource, SourceError, open_source
 from edge.service.stdout_sink import StdoutSink
-from edge.settings import ConfigError, HttpSettings, ServiceSettings
+from edge.settings import ConfigError, HttpSettings, ProfileSettings, ServiceSettings
 from edge.signals import StopFlag
+from edge.voice import ProfileKeeper, load_profile
 from edge.web.access import http_token
 
 log = logging.getLogger(__name__)
@@ -255,8 +259,10 @@ class Daemon:
         outputs: Outputs,
         reload: Callable[[], ServiceSettings] | None = None,
         notifier: Notifier | None = None,
+        keeper: ProfileKeeper | None = None,
     ) -> None:
         self.settings = settings
+        self.keeper = keeper  # saves the voice profile that the classifier adapts
         self.classifier = classifier
         self.source = source
         self.outputs = outputs
@@ -303,12 +309,12 @@ class Daemon:
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Process audio until the source ends or a stop signal; always cleans up. Returns 0."""
+        """Process audio until the source ends or a stop signal; always cleans up. Returns 0, or 1 when the source failed part way."""
         if threading.current_thread() is threading.main_thread():
             self.install_signal_handlers()
         self.notifier.send(f"READY=1\nSTATUS=listening to {self.source.name}")
         log.info("listening to %s; sinks: %s", self.source.name, ", ".join(s.name for s in self.outputs.sinks) or "none")
-        reason = "stopped"
+        reason, status = "stopped", 0
         try:
             for chunk, rate in self.source.chunks(self.stop):
                 self._tick()
@@ -325,16 +331,21 @@ class Daemon:
                 for result in self.classifier.flush():
                     self._on_window(result)
                 log.info("%s ended after %.1f s of audio", self.source.name, self.seconds_seen)
+        except SourceError as exc:  # a file found damaged part way: what came before it was classified
+            log.error("%s; stopping after %.1f s of audio", exc, self.seconds_seen)
+            reason, status = "source_error", 1
         finally:
             if self._stop_signal:
                 log.info("%s received: stopping", self._stop_signal)
             self.notifier.send("STOPPING=1")
             self._shutdown(reason)
-        return 0
+        return status
 
     def _tick(self) -> None:
         now = time.monotonic()
         self.notifier.watchdog(now)
+        if self.keeper is not None:
+            self.keeper.tick(now)
         if self._reload_requested:
             self._reload_requested = False
             self._reload()
@@ -393,6 +404,7 @@ class Daemon:
             "uptime_s": round(now - self._started, 1),
             "windows": self.windows,
             "alerts_active": sorted(self.policy.active_alerts),
+            "profile": voice.health(self.classifier),
         }
         overflows = getattr(self.source, "overflows", None)
         if overflows is not None:
@@ -443,6 +455,8 @@ class Daemon:
             self.dispatch(event)
         with contextlib.suppress(Exception):
             self.source.close()
+        if self.keeper is not None:
+            self.keeper.close()
         self.outputs.close()
         log.info("stopped after %.1f s of audio, %d windows", self.seconds_seen, self.windows)
 
@@ -456,11 +470,11 @@ def _token_unchanged(settings: ServiceSettings, web) -> bool:
 
 def build(settings: ServiceSettings, reload: Callable[[], ServiceSettings] | None = None) -> Daemon:
     """Model, classifier, source and sinks from the settings, all or nothing; StartError or ModelError if one fails."""
-    from edge.service.sources import SourceError
-
     model = Model(settings.model.path or None, threads=settings.model.threads)
+    profile, adapt = _voice_profile(settings.profile, model)
     # [speech] replaces only the keys it writes; the others stay as the model was trained.
-    classifier = StreamingClassifier(model, settings.speech.over(model.contract.speech))
+    classifier = StreamingClassifier(model, settings.speech.over(model.contract.speech), profile=profile, adapt=adapt)
+    keeper = ProfileKeeper(classifier, settings.profile.path, settings.profile.save_interval_s) if adapt is not None else None
     try:
         Policy(settings.policy, model.labels)  # refuses a rule for a label the model does not have, before anything opens
     except ValueError as exc:
@@ -474,4 +488,28 @@ def build(settings: ServiceSettings, reload: Callable[[], ServiceSettings] | Non
     except BaseException:
         source.close()
         raise
-    return Daemon(settings, classifier, source, outputs, reload=reload)
+    return Daemon(settings, classifier, source, outputs, reload=reload, keeper=keeper)
+
+
+def _voice_profile(settings: ProfileSettings, model: Model) -> tuple[VoiceProfile | None, Adaptation | None]:
+    """The [profile] to normalise with (None: the population's) and how to adapt it (None: not at all)."""
+    adapt = Adaptation(time_constant_s=settings.time_constant_s) if settings.adapt else None
+    if not settings.path:
+        return None, adapt
+    if adapt is not None and not Path(settings.path).exists():
+        log.info(
+            "voice profile %s does not exist yet: learning the voice from the speech heard, starting from the population's", settings.path
+        )
+        return None, adapt
+    try:
+        profile = load_profile(settings.path, model.contract)
+    except ProfileError as exc:
+        raise StartError(f"profile.path: {exc}") from None
+    log.info(
+        "voice profile %s: %.0f s of speech, made %s%s",
+        settings.path,
+        profile.speech_s,
+        profile.created,
+        f"; adapting (time constant {adapt.time_constant_s:.0f} s of speech)" if adapt else "",
+    )
+    return profile, adapt

@@ -55,6 +55,9 @@ STABLE_SESSION_S = 10.0
 """A connection that ends sooner is a drop, not an outage: the next one waits with backoff. A broker
 that ends sessions at once (another client with the same id, as two Pis left named raspberrypi are)
 was otherwise hammered with hundreds of connections a second."""
+SUSPECT_AFTER_SHORT_SESSIONS = 2
+"""Short sessions in a row before another client with our id is suspected: one is just as likely the broker
+going down (its end is logged as a lost connection, and the reconnection is then refused)."""
 QUEUED_TYPES = ("alert", "alert_end")
 """Events that go through the persistent queue: they must arrive, in order."""
 
@@ -317,6 +320,7 @@ class MqttSink:
     # -- connection -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        short_sessions = 0  # sessions in a row that the broker ended soon after accepting them
         while not self._stop.is_set():
             try:
                 client = retry(self._open_session, f"MQTT connection to {self._address}", self._stop, self._backoff, errors=(OSError,))
@@ -331,14 +335,21 @@ class MqttSink:
             self._end_session(client)
             if time.monotonic() - began >= STABLE_SESSION_S:
                 self._drop_backoff.reset()
+                short_sessions = 0
             elif not self._stop.is_set():
+                short_sessions += 1
                 delay = self._drop_backoff.next_delay()
-                log.warning(
-                    "MQTT broker %s ended the session at once (is another client using %s?); reconnecting in %.1f s",
-                    self._address,
-                    self._client_id,
-                    delay,
-                )
+                if short_sessions >= SUSPECT_AFTER_SHORT_SESSIONS:
+                    # The broker keeps accepting us and ending us at once: a broker that died would refuse the connection.
+                    log.warning(
+                        "MQTT broker %s ended %d sessions in a row within %.0f s of connecting (is another client using %s?); "
+                        "reconnecting in %.1f s",
+                        self._address,
+                        short_sessions,
+                        STABLE_SESSION_S,
+                        self._client_id,
+                        delay,
+                    )
                 self._stop.wait(delay)
 
     def _new_client(self):

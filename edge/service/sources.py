@@ -5,7 +5,7 @@ A source yields ``(samples, sample_rate_hz)`` chunks of mono audio (int16 or flo
 empty chunk now and then, so the daemon's loop keeps turning (to see ``stop`` and ping
 the watchdog) even when the microphone or pipe is silent.
 
-- FileSource: a file through edge.audio.read_audio, as fast as possible or paced in real time, optionally looped.
+- FileSource: a file read a chunk at a time (edge.audio.audio_blocks), as fast as possible or paced in real time, optionally looped.
 - StdinSource: raw 16-bit little-endian PCM on a file descriptor (``arecord ... | python -m edge run --source -``).
 - MicSource: a PortAudio input device (through sounddevice, no compiler needed) at its native rate;
   missing, busy or unplugged devices are retried with edge.service.backoff; input overflows are counted, not fatal.
@@ -14,6 +14,7 @@ the watchdog) even when the microphone or pipe is silent.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -27,7 +28,8 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.audio import read_audio
+from edge.audio import AudioError, audio_blocks
+from edge.inputs import rate_warning
 from edge.pcm import int16_to_float
 from edge.service.backoff import Backoff, BackoffSettings, retry
 from edge.settings import SourceSettings
@@ -62,44 +64,71 @@ def open_source(settings: SourceSettings) -> AudioSource:
 
 
 class FileSource:
-    """An audio file cut into fixed chunks at its own rate (the classifier resamples)."""
+    """An audio file read a chunk at a time at its own rate (the classifier resamples): memory does not grow with its length."""
 
     def __init__(self, path: str, chunk_ms: int = 100, realtime: bool = False, loop: bool = False) -> None:
-        from edge.audio import AudioError
-
-        try:
-            self.audio, self.sample_rate_hz = read_audio(path)
-        except AudioError as exc:
-            raise SourceError(str(exc)) from None
         self.path = path
         self.name = f"file:{path}"
-        self.chunk_samples = max(1, self.sample_rate_hz * chunk_ms // 1000)
         self.realtime = realtime
         self.loop = loop
         self.passes = 0
+        self.chunk_s = chunk_ms / 1000
+        # Read the header and the first chunk now: a file that cannot be used stops the service before it starts.
+        blocks = self._blocks()
+        try:
+            first = next(blocks, None)
+        except SourceError:
+            blocks.close()
+            raise
+        if first is None:
+            raise SourceError(f"{path}: the file contains no samples")
+        self.sample_rate_hz = first[1]
+        self.chunk_samples = max(1, int(self.chunk_s * self.sample_rate_hz))
+        self._first_pass: tuple[Chunk, Iterator[Chunk]] | None = (first, blocks)
+        warning = rate_warning(path, self.sample_rate_hz)
+        if warning:
+            log.warning("%s", warning)
+
+    def _blocks(self) -> Iterator[Chunk]:
+        """One pass over the file; a problem found on the way (a truncated file) is a SourceError naming it."""
+        try:
+            yield from audio_blocks(self.path, self.path, block_s=self.chunk_s)
+        except AudioError as exc:
+            raise SourceError(str(exc)) from None
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
         sent = 0  # samples yielded since the start, across loops, for real-time pacing
         started = time.monotonic()
         while not stop.is_set():
-            for i in range(0, self.audio.size, self.chunk_samples):
-                if stop.is_set():
-                    return
-                chunk = self.audio[i : i + self.chunk_samples]
-                if self.realtime:
-                    # Due when the chunk's last sample would have been captured by a microphone.
-                    due = started + (sent + chunk.size) / self.sample_rate_hz
-                    if stop.wait(max(0.0, due - time.monotonic())):
+            if self._first_pass is not None:
+                first, rest = self._first_pass
+                self._first_pass = None
+                blocks = itertools.chain([first], rest)
+            else:
+                rest = self._blocks()
+                blocks = rest
+            try:
+                for chunk, rate in blocks:
+                    if stop.is_set():
                         return
-                sent += chunk.size
-                yield chunk, self.sample_rate_hz
+                    if self.realtime:
+                        # Due when the chunk's last sample would have been captured by a microphone.
+                        due = started + (sent + chunk.size) / self.sample_rate_hz
+                        if stop.wait(max(0.0, due - time.monotonic())):
+                            return
+                    sent += chunk.size
+                    yield chunk, rate
+            finally:
+                rest.close()
             self.passes += 1
             if not self.loop:
                 return
             log.debug("%s: looping (pass %d)", self.path, self.passes + 1)
 
     def close(self) -> None:
-        pass
+        if self._first_pass is not None:
+            self._first_pass[1].close()
+            self._first_pass = None
 
 
 class StdinSource:

@@ -283,6 +283,14 @@
     }
   }
 
+  // The voice profile in the health event: null without one, else how much speech it holds and whether it adapts.
+  function describeProfile(p) {
+    if (p === undefined) return "—";
+    if (p === null) return "none (the training population's voice)";
+    const held = formatDuration(p.speech_s) + " of speech";
+    return p.adapting ? held + ", adapting" : held;
+  }
+
   function drawHealth(answer) {
     const h = answer.health;
     const put = (key, text) => (document.querySelector('#live-health [data-key="' + key + '"]').textContent = text);
@@ -295,6 +303,7 @@
     put("sinks", sinks.length ? sinks.join(", ") : "none");
     put("queue_length", String(h.queue_length ?? "—"));
     put("cpu_percent", h.cpu_percent !== undefined ? Number(h.cpu_percent).toFixed(1) + " % of one core" : "—");
+    put("profile", describeProfile(h.profile));
     const up = h.uptime_s ?? answer.uptime_s;
     put("uptime_s", up !== undefined ? formatDuration(up) : "—");
   }

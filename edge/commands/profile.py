@@ -1,0 +1,53 @@
+"""``python -m edge profile show|reset``: what a voice profile holds, and starting it over."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from edge.commands import options
+
+HELP = """\
+show   what a voice profile holds: seconds of speech, when it was made and last adapted, the
+       model it belongs to, and whether it fits the model given (--model; default the shipped one).
+reset  delete the profile, so the voice is learnt afresh: enrol again, or let `run` with
+       [profile] adapt = true start from the population's statistics. Stop the service first,
+       or it saves the profile again.
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "profile", help="show or reset a voice profile", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("action", choices=("show", "reset"), help="show what it holds, or delete it to start over")
+    p.add_argument("path", metavar="PROFILE", help="a profile written by `python -m edge enroll` (or by the service when it adapts)")
+    options.add_model(p)
+    p.add_argument("--json", action="store_true", help="show: one JSON object")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from edge.model import Model, ModelError
+    from edge.profile import ProfileError
+    from edge.voice import describe, load_profile
+
+    try:
+        profile = load_profile(args.path)
+        contract = Model(args.model).contract
+    except (ProfileError, ModelError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "reset":
+        os.remove(args.path)  # a regular file: load_profile refused anything else
+        print(f"deleted {args.path} ({profile.speech_s:.0f} s of speech); the voice will be learnt afresh", file=sys.stderr)
+        return 0
+    info = {"path": args.path, **describe(profile, contract)}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list, bool)) else value}")
+    return 0

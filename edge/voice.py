@@ -1,0 +1,96 @@
+"""Voice profiles in use: read one for a model without ever waiting on a file, describe it, and keep an adapted one saved.
+
+The profile itself (its statistics, file format and atomic save) is ``edge.profile``; the commands
+(``enroll``, ``profile``, ``classify``/``serve``/``run``/``info --profile``) and the service use this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from edge.files import what_is
+from edge.profile import ProfileError, VoiceProfile
+
+log = logging.getLogger(__name__)
+
+
+def load_profile(path: str | Path, contract=None) -> VoiceProfile:
+    """The profile at ``path``, checked against ``contract`` when given; ProfileError in one sentence otherwise.
+
+    A path that is not a regular file (a folder, a FIFO, a device) is refused before it is opened.
+    """
+    kind = what_is(path)
+    if kind is not None:
+        raise ProfileError(f"{path} is {kind}, not a profile; give the file `python -m edge enroll --out` wrote")
+    return VoiceProfile.load(path, contract)
+
+
+def describe(profile: VoiceProfile, contract=None) -> dict:
+    """What ``info --profile`` and ``profile show`` print: how much speech, when, and which model it belongs to."""
+    out = {
+        "speech_s": profile.speech_s,
+        "created": profile.created,
+        "updated": profile.updated or "never (not adapted since enrolment)",
+        "model_sha256": profile.model_sha256,
+        "frontend": profile.frontend,
+        "coefficients": len(profile.mean),
+    }
+    if contract is not None:
+        out["fits_model"] = profile.model_sha256 == contract.sha256 and profile.frontend == contract.frontend.to_dict()
+    return out
+
+
+def health(classifier) -> dict | None:
+    """The health event's "profile": in use or not, how much speech it holds now, whether it is adapting."""
+    profile = classifier.current_profile()
+    if profile is None:
+        return None
+    return {"speech_s": profile.speech_s, "adapting": classifier.adapt is not None, "updated": profile.updated or None}
+
+
+class ProfileKeeper:
+    """Saves the profile a running classifier adapts, atomically, every ``interval_s`` and on ``close``.
+
+    A save is a temporary file, fsync and rename (``edge.profile.write_atomically``): a power cut or a
+    SIGKILL during one leaves the previous profile or the new one, never a broken file. A failed save
+    is logged in one sentence and tried again at the next interval; it never stops the service.
+    """
+
+    def __init__(self, classifier, path: str | Path, interval_s: float, clock=time.monotonic) -> None:
+        self.classifier = classifier
+        self.path = Path(path)
+        self.interval_s = interval_s
+        self._clock = clock
+        self._next = clock() + interval_s
+        self._saved = self._key(classifier.current_profile())
+        self.saves = 0
+
+    @staticmethod
+    def _key(profile: VoiceProfile | None):
+        return None if profile is None else (profile.mean, profile.std, profile.speech_s)
+
+    def tick(self, now: float | None = None) -> None:
+        now = self._clock() if now is None else now
+        if now >= self._next:
+            self._next = now + self.interval_s
+            self.save()
+
+    def save(self) -> bool:
+        """Write the profile as adapted now, if it changed since the last save; True when written."""
+        profile = self.classifier.current_profile()
+        if profile is None or self._key(profile) == self._saved:
+            return False
+        try:
+            profile.save(self.path)
+        except (OSError, ProfileError) as exc:
+            log.error("cannot save the voice profile %s (%s); the adapted statistics are kept in memory", self.path, exc)
+            return False
+        self._saved = self._key(profile)
+        self.saves += 1
+        log.debug("voice profile saved to %s (%.0f s of speech)", self.path, profile.speech_s)
+        return True
+
+    def close(self) -> None:
+        self.save()
