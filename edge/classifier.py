@@ -133,7 +133,7 @@ def clip_windows(
     """
     fe = frontend if isinstance(frontend, Frontend) else Frontend(frontend)
     mfcc, log_energy = fe.features(audio16k)
-    flags = SpeechDetector(fe.settings, speech).process(log_energy)
+    flags = SpeechDetector(fe.settings, speech).process(log_energy, audio16k)
     return frame_windows(mfcc, flags, fe.settings.window_frames(window_s), fe.settings.hop_frames(hop_s))
 
 
@@ -251,9 +251,9 @@ class StreamingClassifier:
 
     def _consume(self, audio16k: np.ndarray) -> list[WindowResult]:
         mfcc, log_energy = self._frontend.process(audio16k)
+        flags = self._speech.process(log_energy, audio16k)  # every sample, also those that complete no frame
         if mfcc.shape[0] == 0:
             return []
-        flags = self._speech.process(log_energy)
         if self._stats is not None and flags.any():
             self._stats.decay(self.adapt.decay(int(flags.sum()), self.frontend_settings.hop_ms))
             self._stats.add(mfcc, flags)

@@ -121,11 +121,7 @@ def _numbers(values, what: str) -> tuple[float, ...]:
 
 
 def _speech(data: dict) -> SpeechSettings:
-    known = {f.name for f in dataclasses.fields(SpeechSettings)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown speech settings: {', '.join(unknown)}")
-    return SpeechSettings(**{k: float(v) for k, v in data.items()})
+    return SpeechSettings.from_dict(data)
 
 
 def _object(data: dict, key: str, default: dict | None = None) -> dict:

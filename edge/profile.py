@@ -227,11 +227,13 @@ def measure_speech(blocks, contract, speech=None, stats: SpeechStats | None = No
     resampler = None
     for block, rate in blocks:
         resampler = resampler or Resampler(rate, contract.frontend.sample_rate_hz)
-        mfcc, log_energy = frontend.process(resampler.process(block))
-        stats.add(mfcc, detector.process(log_energy))
+        audio16k = resampler.process(block)
+        mfcc, log_energy = frontend.process(audio16k)
+        stats.add(mfcc, detector.process(log_energy, audio16k))
     if resampler is not None:
-        mfcc, log_energy = frontend.process(resampler.flush())
-        stats.add(mfcc, detector.process(log_energy))
+        audio16k = resampler.flush()
+        mfcc, log_energy = frontend.process(audio16k)
+        stats.add(mfcc, detector.process(log_energy, audio16k))
     return stats
 
 

