@@ -521,3 +521,20 @@ def test_sessions_the_broker_ends_at_once_are_retried_with_backoff_not_in_a_stor
     # Backoff of 0.1 s growing to 0.5 s: a handful each in 3 s (it was hundreds a second).
     assert connects <= 30, connects
     assert any("another client using ser-edge-raspberrypi" in r.getMessage() for r in caplog.records)
+
+
+def test_a_broker_that_died_is_not_taken_for_another_client_using_the_id(mosquitto_broker, caplog):
+    b = mosquitto_broker
+    with caplog.at_level("INFO", logger="edge.service.mqtt"):
+        sink = MqttSink(MqttSettings(host=b.host, port=b.port, device_id="car1", discovery=False), backoff=FAST)
+        try:
+            assert wait_until(lambda: sink.status == "connected")
+            b.stop()  # soon after connecting: a session that ends early, as another client with our id would end it
+            assert wait_until(lambda: sink.status == "disconnected")
+            b.start()
+            assert wait_until(lambda: sink.status == "connected")
+        finally:
+            sink.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("MQTT connection to" in m and "lost" in m for m in messages)
+    assert not any("another client" in m for m in messages), messages
