@@ -357,7 +357,13 @@ def tables(r: dict) -> list[tuple[str, str]]:
     mid, low = (10.0 if 10.0 in snrs else snrs[0]), snrs[-1]
     mean_recall = {(c, s): np.mean([r["speech"][(c, n)][s][0] for n in NOISES]) for c in cands for s in snrs}
     mean_window = {(c, s): np.mean([r["speech"][(c, n)][s][2] for n in NOISES]) for c in cands for s in snrs}
-    worst_alone = {c: max(NOISES, key=lambda n, c=c: r["alone"][(c, n)][1]) for c in cands}
+
+    def worst(c: str, figure: int) -> str:
+        """The largest of a noise-alone figure over the noises, and which noise gave it."""
+        noise = max(NOISES, key=lambda n: r["alone"][(c, n)][figure])
+        value = r["alone"][(c, noise)][figure]
+        return f"{pct(value)} ({noise})" if value > 0 else f"{pct(0.0)} (none of {len(NOISES)})"
+
     headline = markdown_table(
         [
             "detector",
@@ -377,8 +383,8 @@ def tables(r: dict) -> list[tuple[str, str]]:
                 pct(r["speech"][(c, "car")][mid][0]),
                 pct(r["speech"][(c, "car")][low][0]),
                 " / ".join(f"{100 * mean_recall[(c, s)]:.0f}" for s in snrs) + " %",
-                f"{pct(max(r['alone'][(c, n)][0] for n in NOISES))} ({max(NOISES, key=lambda n, c=c: r['alone'][(c, n)][0])})",
-                f"{pct(r['alone'][(c, worst_alone[c])][1])} ({worst_alone[c]})",
+                worst(c, 0),
+                worst(c, 1),
                 pct(mean_window[(c, mid)]),
                 f"{100 * r['cost'][c]:.3f} %",
             ]
@@ -466,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"speech_gate: {exc}", file=sys.stderr)
         return 2
-    print(text)
+    print(text, end="")
     write_text(args.markdown, text)
     return 0
 

