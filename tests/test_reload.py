@@ -98,3 +98,48 @@ def test_alerts_survive_a_failed_and_then_a_good_reload_with_the_broker_down(
     finally:
         daemon.outputs.close()
         sub.close()
+
+
+def test_a_reload_moves_the_page_to_its_new_port_with_the_same_live_feed_or_keeps_it_when_it_cannot(tmp_path, tiny_model_path, data_dir):
+    import http.client
+    import socket
+
+    from mosquitto import free_port
+
+    def answers(port: int) -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/api/health", headers={"Host": "localhost"})
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except OSError:
+            return False
+
+    first_port, second_port = free_port(), free_port()
+    path = tmp_path / "config.toml"
+
+    def write(port: int, extra: str = "") -> None:
+        path.write_text(
+            f'[audio]\nsource = "{data_dir / CLIP}"\n[model]\npath = "{tiny_model_path}"\n[output]\nenabled = false\n'
+            f"[http]\nenabled = true\nport = {port}\n{extra}"
+        )
+
+    write(first_port)
+    daemon = build(load_settings(path), reload=lambda: load_settings(path))
+    try:
+        feed = daemon.outputs.parts["http"][1]
+        assert answers(first_port)
+        write(second_port)
+        daemon.request_reload()
+        daemon._tick()
+        assert answers(second_port) and not answers(first_port)
+        assert daemon.outputs.parts["http"][1] is feed, "the live view keeps its history"
+        # A port that is taken: the reload fails and the page stays where it is.
+        with socket.create_server(("127.0.0.1", 0)) as taken:
+            write(taken.getsockname()[1])
+            daemon.request_reload()
+            daemon._tick()
+            assert answers(second_port) and daemon.outputs.parts["http"][1] is feed and not feed.closed
+    finally:
+        daemon.outputs.close()

@@ -251,7 +251,6 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int = 8000) -> WebServer
     parser = type("Parser", (_Parser,), {"budget": BodyBudget(UPLOADS_AT_ONCE * max_body), "max_upload_bytes": max_upload})
     adj = Adjustments(
         threads=WORKERS,
-        connection_limit=MAX_CONNECTIONS + 16,  # waitress's own limit is not used (readable() above): only documented
         channel_timeout=IDLE_TIMEOUT_S,
         cleanup_interval=CLEANUP_INTERVAL_S,
         max_request_body_size=max_body,
