@@ -319,3 +319,18 @@ def test_real_shared_data_loads_completely(data_dir):
     assert per_corpus["nemo"] == ("neutral", "happy", "sad", "angry", "fearful", "surprised")
     assert per_corpus["turev"] == ("calm", "happy", "sad", "angry") and len(per_corpus["ravdess"]) == 8
     assert sum(c.label == "surprised" and c.corpus == "tess" for c in clips) == 400  # "ps" folders
+
+
+def test_explore_shows_every_corpus_its_language_and_the_models_real_window(data_dir, tmp_path):
+    from training.explore import explore
+    from training.train import TrainSettings
+
+    clips = [c for c in load_data(data_dir) if c.speaker in ("ravdess_01", "tess_OAF", "turev_1234", "nemo_EB0", "ased_01", "esd_0020")]
+    clips = [c for i, c in enumerate(clips) if i % 10 == 0]
+    summary = explore(clips, tmp_path).read_text()
+    for corpus, language in (("ravdess", "en"), ("turev", "tr"), ("nemo", "pl"), ("ased", "am")):
+        assert f"| {corpus} | {language} |" in summary
+    assert f"The model's window is {TrainSettings().window_s:g} s" in summary and "turev 100 %" in summary
+    assert "| calm |" in summary and "| disgust |" in summary
+    for png in ("counts.png", "durations.png", "examples.png"):
+        assert (tmp_path / png).stat().st_size > 5000

@@ -40,7 +40,14 @@ def plot_confusion(per_corpus: dict, labels, path: str | Path, title: str) -> No
                         color="white" if share[i, j] > 0.5 else "black",
                     )
         s = per_corpus[name]
-        ax.set_title(f"{name}: WA {s['wa'] * 100:.1f}  UA {s['ua'] * 100:.1f}\n({s['clips']} clips)", fontsize=9)
+        if name == "all":
+            sizes = {n: per_corpus[n]["clips"] for n in names if n != "all"}
+            biggest = max(sizes, key=sizes.get)
+            what = f"every clip pooled: {biggest} is {100 * sizes[biggest] / max(s['clips'], 1):.0f} %"
+        else:
+            what = f"{s['clips']} clips"
+        restricted = f", restricted {s['ua_restricted'] * 100:.1f}" if "ua_restricted" in s and s["ua_restricted"] != s["ua"] else ""
+        ax.set_title(f"{name}: UA {s['ua'] * 100:.1f}{restricted}\n({what})", fontsize=9)
         ax.set_xticks(range(len(labels)), short, rotation=45, fontsize=7)
         ax.set_yticks(range(len(labels)), short, fontsize=7)
         ax.set_xlabel("predicted", fontsize=8)
