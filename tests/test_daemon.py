@@ -362,7 +362,7 @@ def test_http_serves_the_live_view_fed_by_the_daemon_and_stops_with_it(tiny_mode
     daemon.settings = ServiceSettings(policy=EASY, http=settings.http, output=settings.output)
     daemon.policy.reconfigure(EASY)
     # Run the loop without its final close, so the page can be read while it is still up.
-    outputs_close, outputs.close = outputs.close, lambda keep_web=False: None
+    outputs_close, outputs.close = outputs.close, lambda: None
     daemon.run()
     with urllib.request.urlopen(url + "api/state", timeout=10) as response:
         state = json.loads(response.read())

@@ -67,12 +67,10 @@ class Outputs:
         self.web = web
         self.parts: dict[str, tuple[object, Sink]] = dict(parts or {})
 
-    def close(self, keep_web: bool = False) -> None:
+    def close(self) -> None:
         for sink in self.sinks:
-            if keep_web and self.web is not None and sink.name == "http":
-                continue
             _close(sink)
-        if self.web is not None and not keep_web:
+        if self.web is not None:
             self.web.shutdown()
 
 
