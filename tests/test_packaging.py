@@ -23,7 +23,7 @@ from edge import __version__
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 EXTRAS = PYPROJECT["optional-dependencies"]
-DEVICE_EXTRAS = ("mic", "mqtt", "gpio", "web")
+DEVICE_EXTRAS = ("mic", "mqtt", "gpio", "web", "webrtc")
 SAMPLES = sorted((ROOT / "samples").glob("*.flac"))
 # The Pythons the README promises; the oldest is the one `make` and CI use (Debian 12's 3.11).
 SUPPORTED = ("3.11", "3.12", "3.13")
@@ -55,6 +55,28 @@ def test_requirements_files_list_exactly_what_pyproject_declares(name, groups):
     listed = requirements(name)
     assert sorted(listed) == sorted(declared), f"{name} differs from pyproject.toml's dependencies and extras {list(groups)}: edit both"
     assert len(set(listed)) == len(listed)
+
+
+def test_every_library_edge_imports_is_declared():
+    """A new import in edge/ without its package in pyproject.toml breaks `make demo` on a fresh machine."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    imported = set()
+    for path in (ROOT / "edge").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = sorted(imported - set(sys.stdlib_module_names) - {"edge", "__future__"})
+    declared = {re.split(r"[<>=!~;\[ ]", r)[0].lower() for r in PYPROJECT["dependencies"] + [r for g in EXTRAS.values() for r in g]}
+    through = {"werkzeug": "flask"}  # imported from the declared package that brings it
+    distributions = packages_distributions()
+    undeclared = [
+        m for m in third_party if through.get(m) not in declared and not {d.lower() for d in distributions.get(m, [m])} & declared
+    ]
+    assert not undeclared, f"edge/ imports {undeclared}, which pyproject.toml does not declare: add them to dependencies or an extra"
 
 
 def test_the_version_is_written_once():
@@ -166,7 +188,7 @@ def resolves(platform: str, version: str, wanted: list[str], target: Path) -> su
 @pytest.mark.parametrize("platform", ["aarch64", "x86_64"])
 @pytest.mark.parametrize("version", SUPPORTED)
 def test_the_device_dependencies_have_wheels_for_64_bit_debian(platform, version, tmp_path):
-    proc = resolves(platform, version, PYPROJECT["dependencies"] + EXTRAS["mic"], tmp_path)
+    proc = resolves(platform, version, PYPROJECT["dependencies"] + EXTRAS["mic"] + EXTRAS["webrtc"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
