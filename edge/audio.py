@@ -6,6 +6,7 @@ file and what is wrong, so a batch can report it and go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -15,6 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from edge.files import what_is
 from edge.pcm import int16_to_float
 
 log = logging.getLogger(__name__)
@@ -37,18 +39,42 @@ BLOCK_S = 1.0  # seconds decoded at a time when a file is streamed: memory stays
 
 def read_audio(path: str | os.PathLike, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
     """Read a file as mono float32 in [-1, 1] and its sample rate; raise AudioError if unusable."""
-    return decode_audio(_checked_path(path), str(path), max_duration_s)
+    return decode_audio(path, _name(path), max_duration_s)
 
 
-def _checked_path(path: str | os.PathLike) -> str:
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{path}: no such file")
-    if p.is_dir():
-        raise AudioError(f"{path}: is a folder, not an audio file")
-    if p.stat().st_size == 0:
-        raise AudioError(f"{path}: the file is empty (0 bytes)")
-    return str(p)
+def _name(path) -> str:
+    """A path as messages show it: bytes that are not UTF-8 become U+FFFD, never a lone surrogate."""
+    raw = os.fsencode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path).encode()
+    return raw.decode("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def _opened(source, name: str) -> Iterator:
+    """A binary file object for ``source``: a file-like object as it is, or a path opened by Python.
+
+    Python opens any name the system can (soundfile would encode a str path as strict UTF-8), and its
+    errors say what is wrong: no such file, a folder, a FIFO (never waited on), permission denied.
+    """
+    if not isinstance(source, (str, bytes, os.PathLike)):
+        yield source
+        return
+    kind = what_is(source)
+    if kind is not None:
+        raise AudioError(f"{name}: is {kind}, not an audio file")
+    try:
+        f = open(source, "rb")  # noqa: SIM115 - closed below, after the caller is done
+    except FileNotFoundError:
+        raise AudioError(f"{name}: no such file") from None
+    except PermissionError:
+        raise AudioError(f"{name}: cannot be read (permission denied); make it readable or run as a user who may read it") from None
+    except OSError as exc:
+        raise AudioError(f"{name}: cannot be opened ({exc.strerror or exc})") from None
+    try:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise AudioError(f"{name}: the file is empty (0 bytes)")
+        yield f
+    finally:
+        f.close()
 
 
 def audio_blocks(
@@ -63,10 +89,9 @@ def audio_blocks(
     """
     import soundfile as sf
 
-    name = str(source) if name is None else name
-    where = _checked_path(source) if isinstance(source, (str, os.PathLike)) else source
+    name = _name(source) if name is None else name
     try:
-        with sf.SoundFile(where) as f:
+        with _opened(source, name) as handle, sf.SoundFile(handle) as f:
             rate = f.samplerate
             if rate <= 0:
                 raise AudioError(f"{name}: invalid sample rate {rate}")
@@ -130,7 +155,7 @@ def _libsndfile_error(exc, name: str) -> AudioError:
     return AudioError(f"{name}: corrupt or truncated audio ({detail})")
 
 
-def decode_audio(source: str | BinaryIO, name: str, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
+def decode_audio(source: str | os.PathLike | BinaryIO, name: str, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
     """Decode a path or a file-like object (an upload held in memory) as ``read_audio`` does.
 
     ``name`` is what messages call the input. A clip longer than ``max_duration_s`` raises
@@ -139,7 +164,7 @@ def decode_audio(source: str | BinaryIO, name: str, max_duration_s: float | None
     import soundfile as sf  # the device always has it, but importing edge need not load libsndfile
 
     try:
-        with sf.SoundFile(source) as f:
+        with _opened(source, name) as handle, sf.SoundFile(handle) as f:
             rate = f.samplerate
             if max_duration_s is not None and rate > 0 and f.frames / rate > max_duration_s:
                 raise ClipTooLongError(f"{name}: the clip lasts {f.frames / rate:.0f} s; at most {max_duration_s:.0f} s are accepted")

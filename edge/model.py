@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.files import read_regular, what_is
 from edge.frontend import FrontendSettings
 from edge.runtime import load_interpreter
 from edge.speech import SpeechSettings
@@ -280,13 +281,17 @@ class Model:
         if tflite.suffix == ".json":
             tflite = tflite.with_suffix(".tflite")
         meta = tflite.with_suffix(".json")
+        for part, words in ((tflite, "a .tflite file"), (meta, "a JSON contract")):
+            kind = what_is(part)
+            if kind is not None:  # a folder, or a FIFO nobody writes: opening it would wait for ever
+                raise ModelError(f"model file {part} is {kind}, not {words}")
         if not tflite.is_file():
             hint = " (the shipped model is made by `make model`)" if path is None else ""
             raise ModelError(f"model file {tflite} not found{hint}")
         if not meta.is_file():
             raise ModelError(f"{tflite}: its contract {meta.name} is missing beside it; a model is NAME.tflite plus NAME.json")
         try:
-            data = json.loads(meta.read_text())
+            data = json.loads(read_regular(meta, limit=16 << 20))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelError(f"{meta}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):

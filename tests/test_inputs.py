@@ -1,8 +1,4 @@
-"""Valid inputs get a verdict and unusable ones the right sentence (issue 13, item 7).
-
-Tests marked xfail(strict) need a fix in a file this change does not own (edge/audio.py, edge/model.py):
-each says what the fix is. Once it lands the test passes, strict xfail fails, and the marker goes.
-"""
+"""Valid inputs get a verdict and unusable ones the right sentence."""
 
 from __future__ import annotations
 
@@ -68,11 +64,6 @@ def test_json_output_for_a_name_that_is_not_utf8_is_valid_utf8_json(latin1_named
     answer["path"].encode("utf-8")  # a lone surrogate would raise here
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/audio.py (lead): open the path with Python's open() (any bytes via os.fsencode) and give soundfile the file "
-    "object; soundfile encodes a str path as strict UTF-8 and fails, which is reported as corrupt audio",
-)
 def test_a_file_whose_name_is_not_utf8_is_classified(latin1_named, tiny_model_path):
     out = edge("classify", "--json", "--model", tiny_model_path, latin1_named)
     assert out.returncode == 0, out.stdout
@@ -95,11 +86,6 @@ def test_run_names_a_source_it_may_not_read(shared_folder, data_dir):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='edge/audio.py (lead): map PermissionError to "{name}: cannot be read (permission denied)"; libsndfile says '
-    '"System error." and it is reported as corrupt or truncated audio',
-)
 def test_classify_names_a_file_it_may_not_read(shared_folder, data_dir):
     needs_root()
     clip = shared_folder / "locked.flac"
@@ -125,14 +111,7 @@ def test_run_names_a_folder_or_fifo_given_as_source(tmp_path, kind):
     ]
 
 
-MODEL_FIX = (
-    'edge/model.py (lead): say what the path is (edge.files.what_is), e.g. "model file X is a FIFO (named pipe), not a '
-    '.tflite file", instead of "not found"; open it with edge.files.read_regular so a FIFO is never waited on'
-)
-
-
 @pytest.mark.parametrize("kind", ["folder", "fifo"])
-@pytest.mark.xfail(strict=True, reason=MODEL_FIX)
 def test_a_folder_or_fifo_given_as_model_is_named(tmp_path, kind):
     path = tmp_path / "model.tflite"
     path.mkdir() if kind == "folder" else os.mkfifo(path)
