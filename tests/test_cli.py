@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,7 @@ def test_json_lines_one_per_file_and_the_batch_continues(mixed_folder, tiny_mode
     for bad, fragment in zip(lines[2:], ["silent", "not an audio file", "empty", "no such file"], strict=True):
         assert list(bad) == ["path", "error"] and fragment in bad["error"]
     assert "Traceback" not in out.stderr
+    assert re.fullmatch(r"6 files, 4 failed, \d+\.\d s", out.stderr.strip().splitlines()[-1])  # the batch's summary, on stderr
 
 
 def test_all_good_exits_zero_with_a_table(tiny_model_path, data_dir):

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 
 from edge.audio import AudioError, audio_blocks, find_audio
 from edge.commands import options
@@ -62,10 +63,11 @@ def main(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    failed = 0
+    failed, done, started = 0, 0, time.monotonic()
     if not args.json:
         print(f"{'file':<48} {'emotion':<10} {'p':>5} {'secs':>6}  speech")
     for path, problem in find_audio(args.paths):
+        done += 1
         name = options.shown(path)
         blocks = RateTap(audio_blocks(path, name) if not problem else ())
         try:
@@ -92,6 +94,12 @@ def main(args) -> int:
                 f"{_short(name, 48):<48} {result.label:<10} {top:5.2f} {result.duration_s:6.2f}  {'yes' if result.speech else 'no'}",
                 flush=True,
             )
+    # One line on stderr, so that --json's stdout stays one object per file (a log record when logs are JSON).
+    summary = f"{done} file{'s' if done != 1 else ''}, {failed} failed, {time.monotonic() - started:.1f} s"
+    if getattr(args, "log_format", "text") == "json":
+        log.info("%s", summary)
+    else:
+        print(summary, file=sys.stderr)
     return 1 if failed else 0
 
 
