@@ -14,7 +14,7 @@ DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' .ci/debian-packages.txt)
 DEVICE_EXTRAS := mic,mqtt,gpio,web,webrtc,test
 DESK_EXTRAS := mic,mqtt,gpio,web,webrtc,train,test,dev
 
-.PHONY: setup setup-edge demo test test-device test-desk lint model system-packages check-python clean
+.PHONY: setup setup-edge demo test test-device test-desk test-all lint model system-packages check-python clean
 
 # One sentence for each thing a machine lacks before a venv can be made.
 define CHECK_PYTHON
@@ -75,10 +75,13 @@ lint: setup
 test-device: system-packages $(EDGE_VENV)/.tests-installed  ## the device tests, on the device install (desk tests skip)
 	$(EDGE_PY) -m pytest -q -p no:cacheprovider
 
-test-desk: system-packages setup  ## every test, on the desk
+test-desk: system-packages setup  ## the desk tests (training, conversion, benchmarks, packaging, comparisons with desk libraries), on the desk
+	$(PY) -m pytest -q -p no:cacheprovider -m desk
+
+test-all: system-packages setup  ## every test, device and desk, in the desk venv
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test: system-packages lint test-device test-desk  ## lint, the device tests on the device install, then every test on the desk
+test: system-packages lint test-device test-desk  ## lint, the device tests on the device install, then the desk tests on the desk
 
 model: setup  ## train and convert the shipped model from $(DATA) (25 minutes on 2 cores from an empty cache; see training/README.md)
 	$(PY) -m training train --data $(DATA) --out runs/model && $(PY) -m convert runs/model --data $(DATA) --reports training/reports
