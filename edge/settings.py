@@ -252,7 +252,8 @@ def default_device_id() -> str:
     return re.sub(r"[^a-z0-9_-]", "_", socket.gethostname().lower()) or "ser-edge"
 
 
-DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # also what Home Assistant allows in a discovery topic's node id
+HTTP_URL = re.compile(r"^https?://[^\s/]+\S*$")
 TOPIC = Allowed(
     lambda v: bool(v) and not any(c in v for c in "+#") and v[0] != "/" and v[-1] != "/",
     "a topic without + or # and without a leading or trailing /",
@@ -288,9 +289,11 @@ class MqttSettings(Checked):
     keepalive_s: int = setting(30, Allowed(lambda v: v >= 5, "5 s or more (30 is usual)"))
     """MQTT keepalive: the broker declares the device gone (and publishes the will) after 1.5 times this."""
     discovery: bool = True
-    """Publish Home Assistant MQTT discovery configs so the device appears by itself."""
+    """Publish Home Assistant MQTT discovery configs so the device appears by itself (false removes the ones published)."""
     discovery_prefix: str = setting("homeassistant", TOPIC)
     """Home Assistant's discovery prefix."""
+    support_url: str = setting("", Allowed(lambda v: v == "" or HTTP_URL.match(v) is not None, 'an http:// or https:// address, or ""'))
+    """Where a person gets help with this device, shown by Home Assistant (the configs' origin); "" leaves it out."""
     queue_file: str | None = None
     """File that keeps undelivered alerts across restarts; None keeps them in memory only."""
     queue_max: int = setting(1000, Allowed(lambda v: v >= 1, "a whole number of 1 or more"))

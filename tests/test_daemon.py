@@ -558,7 +558,7 @@ def test_a_model_with_labels_of_its_own_flows_through_the_page_the_daemon_and_mq
     try:
         assert daemon.run() == 0
         assert sub.wait_for_topic("ser-edge/own/alert", count=2)  # the alert and its end at the end of the file
-        discovery = sub.wait_for_topic("homeassistant/sensor/own_emotion/config")[0].json()
+        discovery = sub.wait_for_topic("homeassistant/sensor/own/emotion/config")[0].json()
         states = [m.json() for m in sub.on("ser-edge/own/state")]
     finally:
         sub.close()

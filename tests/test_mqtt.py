@@ -15,7 +15,6 @@ import pytest
 from mosquitto import MosquittoBroker, Subscriber, free_port
 
 from edge.service.backoff import BackoffSettings
-from edge.service.homeassistant import discovery_configs
 from edge.service.mqtt import MqttConfigError, MqttSink, read_password
 from edge.service.queue import AlertQueue, QueueFileError
 from edge.settings import ConfigError, MqttSettings
@@ -180,30 +179,6 @@ def test_missing_ca_file_is_a_configuration_error(tmp_path):
         MqttSink(MqttSettings(host="127.0.0.1", device_id="d", tls=True, ca_file=str(tmp_path / "ca.pem")))
 
 
-def test_discovery_payloads_follow_home_assistant():
-    configs = discovery_configs(MqttSettings(host="h", device_id="pi4", topic_prefix="ser", discovery_prefix="ha"))
-    sensor = configs["ha/sensor/pi4_emotion/config"]
-    binary = configs["ha/binary_sensor/pi4_alert/config"]
-    for config in (sensor, binary):
-        assert {"name", "unique_id", "state_topic", "value_template", "json_attributes_topic", "availability_topic", "device"} <= set(
-            config
-        )
-        assert set(config["device"]) == {"identifiers", "name", "model", "manufacturer", "sw_version"}
-        assert config["availability_topic"] == "ser/pi4/availability"
-        assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
-    assert sensor["state_topic"] == "ser/pi4/state" and sensor["value_template"] == "{{ value_json.state }}"
-    assert binary["state_topic"] == "ser/pi4/alert_active"
-    assert sensor["unique_id"] != binary["unique_id"]
-    assert sensor["device"] == binary["device"], "both entities belong to one device"
-    assert "options" not in sensor  # without the model's labels: a plain text sensor
-
-
-def test_discovery_offers_the_models_labels_and_silence():
-    labels = ("bored", "frustrated", "neutral", "złość")
-    sensor = discovery_configs(MqttSettings(host="h", device_id="pi4"), labels)["homeassistant/sensor/pi4_emotion/config"]
-    assert sensor["device_class"] == "enum" and sensor["options"] == [*labels, "silence"]
-
-
 # -- the sink against a real broker -------------------------------------------------------------------
 
 
@@ -224,8 +199,8 @@ def test_sink_publishes_availability_discovery_state_and_alerts(mosquitto_broker
         assert sub.on("ser-edge/dev/alert_active")[1].json()["alerts"] == {"1": "angry"}
         assert sub.on("ser-edge/dev/availability")[0].text == "online"
         assert sub.on("ser-edge/dev/state")[-1].json()["state"] == "angry"
-        assert json.loads(sub.on("homeassistant/sensor/dev_emotion/config")[0].payload)["state_topic"] == "ser-edge/dev/state"
-        assert sub.on("homeassistant/binary_sensor/dev_alert/config")
+        assert json.loads(sub.on("homeassistant/sensor/dev/emotion/config")[0].payload)["state_topic"] == "ser-edge/dev/state"
+        assert sub.on("homeassistant/binary_sensor/dev/alert/config")
         assert not sub.on("ser-edge/dev/window"), "windows are not published unless asked"
         assert wait_until(lambda: sink.queue_length == 0), "acknowledged alerts leave the queue"
     finally:
@@ -234,12 +209,13 @@ def test_sink_publishes_availability_discovery_state_and_alerts(mosquitto_broker
     # A subscriber that comes later sees the retained messages, and no stale alert.
     late = Subscriber(b.host, b.port, client_id="late")
     try:
-        late.wait_for(lambda msgs: len(msgs) >= 5)
+        wanted = {"ser-edge/dev/availability", "ser-edge/dev/state", "ser-edge/dev/alert_active", "homeassistant/sensor/dev/emotion/config"}
+        late.wait_for(lambda msgs: wanted <= {m.topic for m in msgs})
         retained = {m.topic: m for m in late.messages if m.retain}
         assert retained["ser-edge/dev/availability"].text == "online"
         assert retained["ser-edge/dev/state"].json()["state"] == "angry"
-        assert "homeassistant/sensor/dev_emotion/config" in retained
-        assert "homeassistant/binary_sensor/dev_alert/config" in retained
+        assert "homeassistant/sensor/dev/emotion/config" in retained
+        assert "homeassistant/binary_sensor/dev/alert/config" in retained
         assert not late.on("ser-edge/dev/alert"), "alerts are not retained"
         assert retained["ser-edge/dev/alert_active"].json() == {"state": "OFF", "alerts": {}}
         sink.close()
@@ -273,7 +249,7 @@ def test_windows_are_published_when_asked(mosquitto_broker, sinks):
         assert wait_until(lambda: sink.status == "connected")
         sink.handle({"type": "window", "time_s": 1.0, "label": "sad"})
         assert sub.wait_for_topic("ser-edge/dev/window")[0].json()["label"] == "sad"
-        assert not sub.on("homeassistant/sensor/dev_emotion/config"), "discovery off"
+        assert not sub.on("homeassistant/sensor/dev/emotion/config"), "discovery off"
     finally:
         sub.close()
 

@@ -175,9 +175,9 @@ def test_angry_speech_publishes_an_alert_with_discovery_and_availability(data_di
         alerts = [m.json() for m in sub.on("ser-edge/test/alert")]
         assert alerts[0]["type"] == "alert" and alerts[0]["emotion"] == "angry"
         assert [m.text for m in sub.wait_for_topic("ser-edge/test/availability", 2)] == ["online", "offline"]
-        sensor = sub.on("homeassistant/sensor/test_emotion/config")[0].json()
+        sensor = sub.on("homeassistant/sensor/test/emotion/config")[0].json()
         assert sensor["state_topic"] == "ser-edge/test/state"
-        assert sub.on("homeassistant/binary_sensor/test_alert/config")
+        assert sub.on("homeassistant/binary_sensor/test/alert/config")
         assert sub.on("ser-edge/test/state"), "the smoothed state is published"
         assert received_alerts(sub, "ser-edge/test/alert") == service.alerts(), "every printed alert was published, in order"
     finally:
@@ -186,12 +186,12 @@ def test_angry_speech_publishes_an_alert_with_discovery_and_availability(data_di
     # Retained: a subscriber that comes afterwards still finds the device, now offline.
     late = Subscriber(b.host, b.port, client_id="late")
     try:
-        wanted = {"ser-edge/test/availability", "homeassistant/sensor/test_emotion/config", "homeassistant/binary_sensor/test_alert/config"}
+        wanted = {"ser-edge/test/availability", "homeassistant/sensor/test/emotion/config", "homeassistant/binary_sensor/test/alert/config"}
         late.wait_for(lambda msgs: wanted <= {m.topic for m in msgs}, 5.0)
         retained = {m.topic: m for m in late.messages if m.retain}
         assert retained["ser-edge/test/availability"].text == "offline"
-        assert retained["homeassistant/sensor/test_emotion/config"].json()["unique_id"] == "ser_edge_test_emotion"
-        assert "homeassistant/binary_sensor/test_alert/config" in retained
+        assert retained["homeassistant/sensor/test/emotion/config"].json()["unique_id"] == "ser_edge_test_emotion"
+        assert "homeassistant/binary_sensor/test/alert/config" in retained
     finally:
         late.close()
 
@@ -205,7 +205,7 @@ def test_neutral_speech_publishes_no_alert(data_dir, model_args, mosquitto_broke
         service = Service(["--source", str(wav), "--mqtt", b.address, "--device-id", "test", *model_args], log)
         assert service.wait() == 0, _log_tail(log)
         assert [m.text for m in sub.wait_for_topic("ser-edge/test/availability", 2)] == ["online", "offline"]
-        assert sub.on("homeassistant/sensor/test_emotion/config")
+        assert sub.on("homeassistant/sensor/test/emotion/config")
         # "offline" is published after every alert would have been: nothing more can come.
         assert service.alerts() == [], f"neutral speech raised {service.alerts()}"
         assert not sub.on("ser-edge/test/alert")

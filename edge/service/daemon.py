@@ -35,6 +35,7 @@ from edge.policy import Policy
 from edge.profile import Adaptation, ProfileError, VoiceProfile
 from edge.service.events import Sink
 from edge.service.gpio_sink import GpioSink
+from edge.service.homeassistant import capabilities
 from edge.service.recorder import AlertRecorder
 from edge.service.sd_notify import Notifier
 from edge.service.sources import AudioSource, SourceError, open_source
@@ -105,7 +106,8 @@ def _build_part(table: str, settings: ServiceSettings, model: Model | None, star
         from edge.service.mqtt import MqttSink
 
         try:
-            return MqttSink(settings.mqtt, labels=model.labels if model is not None else (), start=start), None
+            offered = capabilities(settings, model.labels if model is not None else ())  # Home Assistant's entities
+            return MqttSink(settings.mqtt, start=start, capabilities=offered), None
         except ValueError as exc:  # MqttConfigError, QueueFileError: unreadable password, CA or queue file
             raise StartError(str(exc)) from None
     if table == "debug":
@@ -396,6 +398,7 @@ class Daemon:
             "type": "health",
             "time_s": round(self.seconds_seen, 3),
             "source": self.source.name,
+            "listening": bool(getattr(self.source, "listening", True)),  # False while a microphone is being reopened
             "sinks": {s.name: str(getattr(s, "status", "ok")) for s in self.outputs.sinks},
             "queue_length": sum(queues) if queues else 0,
             "cpu_percent": round(100.0 * (cpu - cpu0) / max(now - wall0, 1e-6), 1),
@@ -439,6 +442,10 @@ class Daemon:
         self.settings = new
         for event in self.policy.reconfigure(new.policy):
             self.dispatch(event)
+        offered = capabilities(new, self.classifier.labels)  # after the ends of removed rules: their event types go now
+        for sink in outputs.sinks:
+            if hasattr(sink, "offer"):
+                sink.offer(offered)
         # New sinks start knowing no alert (a dark GPIO pin, MQTT alert_active OFF): tell them which are still on.
         active = {alert_id: emotion for emotion, alert_id in self.policy.active_alerts.items()}
         for sink in fresh:

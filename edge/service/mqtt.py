@@ -6,10 +6,14 @@ Topics, under ``{topic_prefix}/{device_id}``:
 - ``state``: the smoothed state as JSON (``value_json.state`` is an emotion or "silence"), retained.
 - ``alert``: "alert" and "alert_end" events as JSON, not retained, delivered at least once, in order.
 - ``alert_active``: ``{"state": "ON"|"OFF", "alerts": {id: emotion}}`` now, retained (latest wins).
+- ``event``: each alert and alert end as it happens, for Home Assistant's event entity
+  (``{"event_type": "angry"|"angry_end", ...the alert}``), not retained and not queued: an alert that
+  started while the broker was away is announced when it returns only if it is still active.
 - ``health``: the periodic health event, QoS 0; ``window``: every window, only with ``publish_windows``.
-Home Assistant discovery (retained, on every connect) is :mod:`edge.service.homeassistant`: an emotion
-sensor whose options are the model's labels, and an alert binary sensor. The settings are
-``edge.settings.MqttSettings`` (the [mqtt] table).
+Home Assistant discovery is :mod:`edge.service.homeassistant`. On every connect the sink publishes the
+configs it wants (retained) and removes, with an empty retained payload, every config it published
+before and no longer wants: the ones in its DiscoveryRecord, and the ones the broker still holds under
+its own device id (it subscribes to them). The settings are ``edge.settings.MqttSettings`` (the [mqtt] table).
 
 Nothing lost: every alert event goes into the :class:`~edge.service.queue.AlertQueue` (written to its
 file) before anything else, and leaves it only when the broker has acknowledged the publish.
@@ -31,16 +35,22 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from edge.files import NotRegularFileError, read_regular, refuse_unless_regular, why
 from edge.service.backoff import Backoff, BackoffSettings, retry
-from edge.service.homeassistant import discovery_configs
+from edge.service.homeassistant import (
+    Capabilities,
+    DiscoveryRecord,
+    discovery_configs,
+    event_payload,
+    legacy_config_topics,
+    own_configs_filter,
+)
 from edge.service.queue import AlertQueue
 from edge.settings import ConfigError, MqttSettings
 
-__all__ = ["MqttConfigError", "MqttSettings", "MqttSink", "discovery_configs", "read_password", "tls_context"]
+__all__ = ["Capabilities", "MqttConfigError", "MqttSettings", "MqttSink", "discovery_configs", "read_password", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +139,21 @@ class MqttSink:
     name = "mqtt"
 
     def __init__(
-        self, settings: MqttSettings, backoff: BackoffSettings | None = None, labels: Sequence[str] = (), start: bool = True
+        self,
+        settings: MqttSettings,
+        backoff: BackoffSettings | None = None,
+        start: bool = True,
+        capabilities: Capabilities | None = None,
     ) -> None:
         """Check everything the sink needs (paho, the password and CA files, the queue file) and, with ``start``, connect.
 
         ``start=False`` only checks: a reload builds its new sinks this way while the running ones go on,
-        and calls ``start`` once the old sink has closed (one client id, one queue file).
+        and calls ``start`` once the old sink has closed (one client id, one queue file). ``capabilities``
+        (the model's labels, the alert rules) decide the Home Assistant entities; ``offer`` changes them.
         """
         _require_paho()
         self.settings = settings
-        self.labels = tuple(labels)  # the model's: the emotion sensor's options in Home Assistant
+        self.capabilities = capabilities or Capabilities()
         self._password = read_password(settings.password_file) if settings.password_file else None
         self._tls = tls_context(settings)
         if settings.queue_file:
@@ -162,6 +177,9 @@ class MqttSink:
         self._acks = threading.Condition(threading.Lock())
         self._inflight: dict[int, int | None] = {}
         self._acked_early: set[int] = set()
+        self._removing: dict[int, str] = {}  # mid -> config topic whose removal it publishes
+        self._record: DiscoveryRecord | None = None  # opened by start(), like the queue
+        self._wanted: frozenset[str] = frozenset()  # the config topics of this session; paho's thread reads it
         self._connack = threading.Event()
         self._attempt_pending = threading.Event()  # a connection attempt is under way and has not failed yet
         self._up = threading.Event()  # connected, and the backlog handed over
@@ -174,6 +192,10 @@ class MqttSink:
     def start(self, replacing: MqttSink | None = None) -> None:
         """Open the queue and connect; ``replacing`` is a closed sink whose undelivered alerts this one takes over, in order."""
         self._queue = AlertQueue(self.settings.queue_file, self.settings.queue_max)
+        self._record = DiscoveryRecord(DiscoveryRecord.for_queue(self.settings.queue_file), first=legacy_config_topics(self.settings))
+        if replacing is not None and replacing._record is not None:
+            for topic in replacing._record.topics:  # its device id or prefix may differ from ours: its configs go
+                self._record.add(topic)
         if (
             replacing is not None
             and replacing._queue is not None
@@ -211,6 +233,7 @@ class MqttSink:
                 if self._connected and not self._closed:
                     self._publish(self.settings.topic("alert"), _dumps(event), self.settings.qos, retain=False, seq=seq)
                     self._publish_alert_active()
+                    self._publish_event(event)
                 else:
                     log.info(
                         "MQTT broker %s not connected: %s %s queued (%d waiting)", self._address, kind, event.get("id"), len(self._queue)
@@ -234,6 +257,15 @@ class MqttSink:
             self._active.update(alerts)
             if self._connected and not self._closed:
                 self._publish_alert_active()
+
+    def offer(self, capabilities: Capabilities) -> None:
+        """What the service offers changed (a reload changed the alert rules): publish the new configs, remove the old."""
+        with self._lock:
+            if capabilities == self.capabilities:
+                return
+            self.capabilities = capabilities
+            if self._connected and not self._closed:
+                self._sync_discovery(self._client)
 
     def close(self) -> None:
         """Publish "offline", wait briefly for acknowledgements, save the queue and disconnect."""
@@ -270,6 +302,39 @@ class MqttSink:
         payload = {"state": "ON" if self._active else "OFF", "alerts": dict(self._active)}
         self._publish(self.settings.topic("alert_active"), _dumps(payload), self.settings.qos, retain=True)
 
+    def _publish_event(self, event: dict) -> None:
+        """The alert or its end, as Home Assistant's event entity reads it (caller holds _lock)."""
+        self._publish(self.settings.topic("event"), _dumps(event_payload(event)), self.settings.qos, retain=False)
+
+    def _sync_discovery(self, client) -> None:
+        """Publish the wanted configs, after removing the recorded ones no longer wanted (caller holds _lock).
+
+        Removals go first: a config that moved (another layout) must leave before one with its unique_id arrives.
+        Then subscribe to this device id's configs: the broker sends the retained ones, and ``_on_message``
+        removes any that is not wanted (one published by an earlier run with other rules, or before discovery was off).
+        """
+        s = self.settings
+        wanted = discovery_configs(s, self.capabilities) if s.discovery else {}
+        self._wanted = frozenset(wanted)
+        stale = self._record.topics - self._wanted
+        self._record.replace(stale | self._wanted)  # one save, before the broker hears of any of them
+        for topic in sorted(stale):
+            self._remove_config(client, topic)
+        for topic, config in wanted.items():
+            self._publish(topic, _dumps(config), s.qos, retain=True)
+        client.subscribe(own_configs_filter(s), qos=s.qos)
+
+    def _remove_config(self, client, topic: str) -> None:
+        """An empty retained payload: the broker forgets the config and Home Assistant removes the entity."""
+        self._record.add(topic)  # until the broker acknowledges the removal
+        self._send(client, topic, "", self.settings.qos, retain=True, removes=topic)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        # paho's thread, holding paho's callback lock: never take _lock here (a publisher holding it waits for paho).
+        if msg.retain and msg.payload and msg.topic not in self._wanted and client is self._client:
+            log.info("MQTT: removing the Home Assistant config %s, which this device no longer offers", msg.topic)
+            self._remove_config(client, msg.topic)
+
     def _publish_if_connected(self, topic: str, event: dict) -> None:
         with self._lock:
             if self._connected and not self._closed:
@@ -281,15 +346,28 @@ class MqttSink:
         QoS 0 is tracked too: paho reports it to on_publish as well, and an untracked mid would stay in
         _acked_early until the 16-bit mids wrap, then pass a later alert with the same mid as acknowledged.
         """
-        client = self._client
+        self._send(self._client, topic, payload, qos, retain, seq)
+
+    def _send(self, client, topic: str, payload: str, qos: int, retain: bool, seq: int | None = None, removes: str | None = None) -> None:
+        """``_publish`` without the ordering lock: for config removals, which paho's own thread may publish.
+
+        ``seq`` leaves the queue and ``removes`` (a config topic) leaves the discovery record once acknowledged.
+        """
         info = client.publish(topic, payload, qos=qos, retain=retain)
         with self._acks:
             if info.mid in self._acked_early:  # the ack overtook us
                 self._acked_early.discard(info.mid)
-                if seq is not None:
-                    self._queue.remove(seq)
+                self._acknowledged(seq, removes)
             else:
                 self._inflight[info.mid] = seq
+                if removes is not None:
+                    self._removing[info.mid] = removes
+
+    def _acknowledged(self, seq: int | None, removes: str | None, save: bool = True) -> None:
+        if seq is not None:
+            self._queue.remove(seq, save=save)
+        if removes is not None:
+            self._record.discard(removes)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._acks:
@@ -299,11 +377,10 @@ class MqttSink:
                 self._acked_early.add(mid)
                 return
             seq = self._inflight.pop(mid)
-            if seq is not None:
-                # Persist removals once the burst of acknowledgements is over: a crash
-                # in between costs a duplicate delivery, never a lost alert.
-                burst_over = all(s is None for s in self._inflight.values())
-                self._queue.remove(seq, save=burst_over)
+            # Persist queue removals once the burst of acknowledgements is over: a crash
+            # in between costs a duplicate delivery, never a lost alert.
+            burst_over = all(s is None for s in self._inflight.values())
+            self._acknowledged(seq, self._removing.pop(mid, None), save=burst_over)
             if not self._inflight:
                 self._acks.notify_all()
 
@@ -371,6 +448,7 @@ class MqttSink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _open_session(self):
@@ -410,17 +488,19 @@ class MqttSink:
             with self._acks:
                 self._inflight.clear()
                 self._acked_early.clear()
+                self._removing.clear()
             self._client = client
             self._publish(s.topic("availability"), "online", s.qos, retain=True)
-            if s.discovery:
-                for topic, config in discovery_configs(s, self.labels).items():
-                    self._publish(topic, _dumps(config), s.qos, retain=True)
+            self._sync_discovery(client)
             if self._latest_state is not None:
                 self._publish(s.topic("state"), _dumps(self._latest_state), s.qos, retain=True)
             backlog = self._queue.items()
             for seq, event in backlog:
                 self._publish(s.topic("alert"), _dumps(event), s.qos, retain=False, seq=seq)
             self._publish_alert_active()
+            for _, event in backlog:  # Home Assistant hears of an alert that began while away only if it is still on
+                if event.get("type") == "alert" and str(event.get("id")) in self._active:
+                    self._publish_event(event)
             self._connected = True
             self._up.set()
         if backlog:
@@ -436,6 +516,7 @@ class MqttSink:
         with self._acks:
             self._inflight.clear()
             self._acked_early.clear()
+            self._removing.clear()
             self._acks.notify_all()
         if not self._stop.is_set():
             log.warning("MQTT connection to %s lost; %d alert event(s) waiting; reconnecting", self._address, len(self._queue))

@@ -278,6 +278,7 @@ class MicSource:
         self.quiet = quiet
         self.overflows = 0
         self.reopens = 0
+        self.listening = False  # the stream is open and delivering; False while (re)opening
         self.device: InputDevice | None = None
         self._stream = None
         self._opener: threading.Thread | None = None
@@ -332,9 +333,11 @@ class MicSource:
 
     def chunks(self, stop: threading.Event) -> Iterator[Chunk]:
         while not stop.is_set():
+            self.listening = False
             self.device = yield from self._reopen(stop)
             if self.device is None:
                 return
+            self.listening = True
             rate = self.device.default_rate_hz
             last_audio = time.monotonic()
             while not stop.is_set():
