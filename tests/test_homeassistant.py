@@ -414,3 +414,36 @@ def test_a_record_that_cannot_be_written_is_one_warning_not_a_failure(tmp_path, 
     record.add("t")
     assert record.topics == {"t"}
     assert any("a later device id could not remove these configs" in r.getMessage() for r in caplog.records)
+
+
+def test_a_record_path_that_is_a_fifo_is_not_waited_on(tmp_path, caplog):
+    """Like every file the service reads at start: a FIFO where the record belongs cannot hold it up."""
+    import os
+
+    path = tmp_path / "q.discovery.json"
+    os.mkfifo(path)
+    assert DiscoveryRecord(path, first={"x"}).topics == {"x"}
+    assert any("configs published under an earlier device id stay in Home Assistant" in r.getMessage() for r in caplog.records)
+
+
+def test_the_audio_input_entity_follows_the_microphone():
+    """The health event's "listening": False while a microphone is being opened, True while it delivers audio."""
+    import threading
+
+    from test_sources import fake_sounddevice
+
+    from edge.service.backoff import BackoffSettings
+    from edge.service.sources import MicSource
+
+    module = fake_sounddevice([("USB Mic", 16000, 1)], busy_opens=1, chunks_per_stream=2)
+    mic = MicSource("", sounddevice_module=module, backoff=BackoffSettings(initial_s=0.3, jitter=0.0))
+    assert not mic.listening
+    stop = threading.Event()
+    seen = []
+    for chunk, _ in mic.chunks(stop):
+        seen.append((chunk.size > 0, mic.listening))
+        if chunk.size:
+            stop.set()
+    mic.close()
+    assert seen[-1] == (True, True)
+    assert (False, False) in seen, "the empty chunks while it waits to retry: not listening"

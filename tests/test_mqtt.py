@@ -15,6 +15,7 @@ import pytest
 from mosquitto import MosquittoBroker, Subscriber, free_port
 
 from edge.service.backoff import BackoffSettings
+from edge.service.homeassistant import Capabilities, discovery_configs, legacy_config_topics
 from edge.service.mqtt import MqttConfigError, MqttSink, read_password
 from edge.service.queue import AlertQueue, QueueFileError
 from edge.settings import ConfigError, MqttSettings
@@ -51,8 +52,8 @@ def sinks():
     """Make sinks that are closed after the test, whatever happens."""
     made: list[MqttSink] = []
 
-    def make(settings: MqttSettings) -> MqttSink:
-        sink = MqttSink(settings, backoff=FAST)
+    def make(settings: MqttSettings, **kw) -> MqttSink:
+        sink = MqttSink(settings, backoff=FAST, **kw)
         made.append(sink)
         return sink
 
@@ -514,3 +515,210 @@ def test_a_broker_that_died_is_not_taken_for_another_client_using_the_id(mosquit
     messages = [r.getMessage() for r in caplog.records]
     assert any("MQTT connection to" in m and "lost" in m for m in messages)
     assert not any("another client" in m for m in messages), messages
+
+
+# -- Home Assistant discovery on a real broker: configs appear, change and vanish ---------------------------
+
+LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+DRIVER = Capabilities(labels=LABELS, alerts=("sad", "angry", "fearful"))
+
+
+def retained_configs(b, device_id: str, prefix: str = "homeassistant") -> dict[str, dict]:
+    """The configs the broker holds retained for ``device_id`` now (either layout).
+
+    A fresh subscriber gets them right after subscribing; a marker published once it has subscribed
+    arrives after them, so no wait on the clock decides what is there.
+    """
+    from paho.mqtt import publish
+
+    sub = Subscriber(b.host, b.port, topics=(f"{prefix}/#", "test/marker"), client_id=f"retained-{device_id}")
+    try:
+        publish.single("test/marker", "x", qos=1, hostname=b.host, port=b.port)
+        assert sub.wait_for_topic("test/marker"), "the marker did not come back"
+        return {
+            m.topic: m.json()
+            for m in sub.messages
+            if m.retain and m.payload and (f"/{device_id}/" in m.topic or f"/{device_id}_" in m.topic)
+        }
+    finally:
+        sub.close()
+
+
+def removed(sub: Subscriber, topics) -> bool:
+    """Wait until ``sub`` has seen an empty retained payload (a removal) on every one of ``topics``."""
+    return sub.wait_for(lambda msgs: set(topics) <= {m.topic for m in msgs if not m.payload}, WAIT_S)
+
+
+def test_discovery_configs_appear_change_with_the_rules_and_vanish_when_discovery_is_off(mosquitto_broker, sinks):
+    b = mosquitto_broker
+    settings = MqttSettings(host=b.host, port=b.port, device_id="car1", support_url="https://example.org/car1")
+    watcher = Subscriber(b.host, b.port, topics=("homeassistant/#",), client_id="watcher")
+    try:
+        sink = sinks(settings, capabilities=DRIVER)
+        assert wait_until(lambda: sink.status == "connected")
+        assert retained_configs(b, "car1") == discovery_configs(settings, DRIVER), "every config, retained, as built"
+
+        # A reload removes the rule for sad: its binary sensor goes, the event entity loses sad and sad_end.
+        fewer = Capabilities(labels=LABELS, alerts=("angry", "fearful"))
+        sink.offer(fewer)
+        assert removed(watcher, ["homeassistant/binary_sensor/car1/alert_sad/config"])
+        now = retained_configs(b, "car1")
+        assert now == discovery_configs(settings, fewer)
+        assert now["homeassistant/event/car1/alert_event/config"]["event_types"] == ["angry", "angry_end", "fearful", "fearful_end"]
+        sink.close()
+
+        # A later run with discovery off (and no record: no queue file) finds them on the broker and removes every one.
+        off = sinks(MqttSettings(host=b.host, port=b.port, device_id="car1", discovery=False), capabilities=fewer)
+        assert wait_until(lambda: off.status == "connected")
+        assert removed(watcher, discovery_configs(settings, fewer))
+        assert retained_configs(b, "car1") == {}
+        assert off.status == "connected" and off._record.topics <= legacy_config_topics(off.settings)
+    finally:
+        watcher.close()
+
+
+def test_a_new_device_id_removes_the_old_ones_configs_after_a_restart_and_leaves_other_devices_alone(mosquitto_broker, sinks, tmp_path):
+    b = mosquitto_broker
+    queue_file = str(tmp_path / "mqtt-queue.jsonl")
+    record = tmp_path / "mqtt-queue.discovery.json"
+    other = sinks(MqttSettings(host=b.host, port=b.port, device_id="car3"), capabilities=DRIVER)  # another device, its own state folder
+    first = sinks(MqttSettings(host=b.host, port=b.port, device_id="car1", queue_file=queue_file), capabilities=DRIVER)
+    assert wait_until(lambda: first.status == "connected" and other.status == "connected")
+    old = discovery_configs(first.settings, DRIVER)
+    assert retained_configs(b, "car1") == old
+    assert wait_until(lambda: set(json.loads(record.read_text())["config_topics"]) == set(old)), "recorded beside the queue"
+    first.close()
+
+    watcher = Subscriber(b.host, b.port, topics=("homeassistant/#",), client_id="watcher")
+    try:
+        second = sinks(MqttSettings(host=b.host, port=b.port, device_id="car2", queue_file=queue_file), capabilities=DRIVER)
+        assert removed(watcher, old)
+        assert retained_configs(b, "car1") == {}
+        assert retained_configs(b, "car2") == discovery_configs(second.settings, DRIVER)
+        assert retained_configs(b, "car3") == discovery_configs(other.settings, DRIVER), "another device's configs stay"
+        new = set(discovery_configs(second.settings, DRIVER))
+        assert wait_until(lambda: set(json.loads(record.read_text())["config_topics"]) == new), (
+            "removals leave the record once acknowledged"
+        )
+    finally:
+        watcher.close()
+
+
+def test_a_new_device_id_on_reload_removes_the_old_ones_configs_without_a_queue_file(mosquitto_broker, sinks):
+    b = mosquitto_broker
+    first = sinks(MqttSettings(host=b.host, port=b.port, device_id="car1"), capabilities=DRIVER)
+    assert wait_until(lambda: first.status == "connected")
+    old = discovery_configs(first.settings, DRIVER)
+    assert retained_configs(b, "car1") == old
+    watcher = Subscriber(b.host, b.port, topics=("homeassistant/#",), client_id="watcher")
+    try:
+        second = MqttSink(MqttSettings(host=b.host, port=b.port, device_id="car2"), backoff=FAST, start=False, capabilities=DRIVER)
+        first.close()
+        second.start(replacing=first)  # as a reload does: the record in memory goes to the new sink
+        try:
+            assert removed(watcher, old)
+            assert retained_configs(b, "car1") == {}
+            assert retained_configs(b, "car2") == discovery_configs(second.settings, DRIVER)
+        finally:
+            second.close()
+    finally:
+        watcher.close()
+
+
+def test_the_configs_of_ser_edge_0_1_are_removed_before_the_new_ones_arrive(mosquitto_broker, sinks):
+    """0.1 published {prefix}/sensor/{id}_emotion/config with the unique_id the new layout keeps: it must go first."""
+    from paho.mqtt import publish
+
+    b = mosquitto_broker
+    settings = MqttSettings(host=b.host, port=b.port, device_id="car1")
+    for topic in sorted(legacy_config_topics(settings)):
+        publish.single(topic, json.dumps({"name": "old", "state_topic": "x"}), qos=1, retain=True, hostname=b.host, port=b.port)
+    assert set(retained_configs(b, "car1")) == legacy_config_topics(settings)
+    watcher = Subscriber(b.host, b.port, topics=("homeassistant/#",), client_id="watcher")
+    try:
+        sink = sinks(settings, capabilities=DRIVER)
+        assert removed(watcher, legacy_config_topics(settings))
+        emotion = "homeassistant/sensor/car1/emotion/config"
+        assert watcher.wait_for(lambda msgs: emotion in {m.topic for m in msgs})
+        order = [m.topic for m in watcher.messages if not m.retain]
+        assert order.index("homeassistant/sensor/car1_emotion/config") < order.index(emotion), "the old unique_id leaves first"
+        assert retained_configs(b, "car1") == discovery_configs(settings, DRIVER)
+        assert wait_until(lambda: sink._record.topics == set(discovery_configs(settings, DRIVER)))
+    finally:
+        watcher.close()
+
+
+def test_alerts_reach_the_event_topic_as_home_assistant_reads_them(mosquitto_broker, sinks):
+    b = mosquitto_broker
+    sub = Subscriber(b.host, b.port, topics=("ser-edge/car1/event",))
+    try:
+        sink = sinks(MqttSettings(host=b.host, port=b.port, device_id="car1"), capabilities=DRIVER)
+        assert wait_until(lambda: sink.status == "connected")
+        sink.handle(alert(1))
+        sink.handle(
+            {"type": "alert_end", "time_s": 3.0, "id": 1, "emotion": "angry", "ended_s": 3.0, "duration_s": 2.0, "reason": "released"}
+        )
+        events = sub.wait_for_topic("ser-edge/car1/event", 2)
+        assert [m.json()["event_type"] for m in events] == ["angry", "angry_end"]
+        assert events[0].json() == {"event_type": "angry", **{k: v for k, v in alert(1).items() if k != "type"}}
+        assert events[1].json()["duration_s"] == 2.0 and events[1].json()["reason"] == "released"
+        assert not any(m.retain for m in events), "events are not retained (Home Assistant ignores replayed ones anyway)"
+    finally:
+        sub.close()
+
+
+@pytest.mark.parametrize("mosquitto_broker", [{"persistent": True}], indirect=True)
+def test_after_an_outage_only_alerts_still_active_fire_the_event(mosquitto_broker, sinks):
+    b = mosquitto_broker
+    sub = Subscriber(b.host, b.port, topics=("ser-edge/car1/event", "ser-edge/car1/alert"), client_id="event-sub", persistent=True)
+    try:
+        sink = sinks(MqttSettings(host=b.host, port=b.port, device_id="car1"), capabilities=DRIVER)
+        assert wait_until(lambda: sink.status == "connected")
+        b.stop()
+        assert wait_until(lambda: sink.status == "disconnected")
+        sink.handle(alert(1))  # begins and ends while the broker is away: only the record (…/alert) hears of it
+        sink.handle({"type": "alert_end", "time_s": 2.0, "id": 1, "emotion": "angry", "ended_s": 2.0, "duration_s": 1.0})
+        sink.handle({**alert(2), "emotion": "fearful"})  # still on when the broker returns
+        b.start()
+        assert sub.wait_for(lambda msgs: len({m.json()["id"] for m in msgs if m.topic.endswith("/alert")}) == 2, WAIT_S)
+        assert wait_until(lambda: sink.queue_length == 0)
+        sink.handle(alert(3))  # a live one after the backlog: a sync point for what the backlog published
+        events = sub.wait_for(lambda msgs: any(m.topic.endswith("/event") and m.json()["id"] == 3 for m in msgs), WAIT_S)
+        assert events
+        fired = [(m.json()["event_type"], m.json()["id"]) for m in sub.on("ser-edge/car1/event")]
+        assert list(dict.fromkeys(fired)) == [("fearful", 2), ("angry", 3)]
+    finally:
+        sub.close()
+
+
+def test_a_reload_that_removes_a_rule_removes_its_entity_and_keeps_the_sink(mosquitto_broker, tiny_model_path, data_dir, tmp_path):
+    """The daemon's own reload (SIGHUP) path: the running MQTT sink is kept and told the new rules."""
+    from edge.service.config import load_settings
+    from edge.service.daemon import build
+
+    b = mosquitto_broker
+    path = tmp_path / "config.toml"
+
+    def write(rules: str) -> None:
+        path.write_text(
+            f'[audio]\nsource = "{data_dir / "ravdess/Actor_01/03-01-05-02-01-01-01.flac"}"\n[model]\npath = "{tiny_model_path}"\n'
+            f'[output]\nenabled = false\n[mqtt]\nenabled = true\nhost = "{b.host}"\nport = {b.port}\ndevice_id = "car1"\n{rules}'
+        )
+
+    write("")  # the default rules: sad, angry, fearful
+    daemon = build(load_settings(path), reload=lambda: load_settings(path))
+    watcher = Subscriber(b.host, b.port, topics=("homeassistant/#",), client_id="watcher")
+    try:
+        (sink,) = [s for s in daemon.outputs.sinks if s.name == "mqtt"]
+        assert wait_until(lambda: sink.status == "connected")
+        assert "homeassistant/binary_sensor/car1/alert_sad/config" in retained_configs(b, "car1")
+        write("[policy.alerts.sad]\nenabled = false\n")
+        daemon.request_reload()
+        daemon._tick()
+        assert [s for s in daemon.outputs.sinks if s.name == "mqtt"] == [sink], "[mqtt] did not change: the sink is kept"
+        assert removed(watcher, ["homeassistant/binary_sensor/car1/alert_sad/config"])
+        event = retained_configs(b, "car1")["homeassistant/event/car1/alert_event/config"]
+        assert event["event_types"] == ["angry", "angry_end", "fearful", "fearful_end"]
+    finally:
+        daemon.outputs.close()
+        watcher.close()

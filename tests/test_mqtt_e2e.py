@@ -180,6 +180,13 @@ def test_angry_speech_publishes_an_alert_with_discovery_and_availability(data_di
         assert sub.on("homeassistant/binary_sensor/test/alert/config")
         assert sub.on("ser-edge/test/state"), "the smoothed state is published"
         assert received_alerts(sub, "ser-edge/test/alert") == service.alerts(), "every printed alert was published, in order"
+        # Home Assistant's event entity: a type per default rule, and the alert fired on .../event as it happened.
+        event_config = sub.on("homeassistant/event/test/alert_event/config")[0].json()
+        assert event_config["event_types"] == ["sad", "sad_end", "angry", "angry_end", "fearful", "fearful_end"]
+        events = [m.json() for m in sub.on("ser-edge/test/event")]
+        assert [(e["event_type"], e["id"]) for e in events] == [
+            (a["emotion"] + ("_end" if a["type"] == "alert_end" else ""), a["id"]) for a in alerts
+        ]
     finally:
         sub.close()
 
