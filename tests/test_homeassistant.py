@@ -30,6 +30,7 @@ from edge.service.homeassistant import (
     capabilities,
     discovery_configs,
     event_payload,
+    is_own_config,
     legacy_config_topics,
     own_configs_filter,
 )
@@ -281,6 +282,11 @@ def test_a_new_entity_group_is_published_and_checked(monkeypatch):
 
 def test_topics_for_finding_and_removing_our_configs():
     s = MqttSettings(device_id="car1", discovery_prefix="ha")
+    ours = discovery_configs(s, ALL)
+    assert all(is_own_config(s, json.dumps(c).encode()) for c in ours.values())
+    assert is_own_config(s, b'{"unique_id": "ser_edge_car1_emotion", "name": "0.1"}'), "0.1's unique ids too"
+    for foreign in (b'{"unique_id": "obd_car1_speed"}', b'{"unique_id": "ser_edge_car2_emotion"}', b"", b"\xff", b"[1]", b"{"):
+        assert not is_own_config(s, foreign), foreign
     assert own_configs_filter(s) == "ha/+/car1/+/config"
     topic_filter = re.compile("^" + own_configs_filter(s).replace("+", "[^/]+") + "$")
     assert all(topic_filter.match(t) for t in discovery_configs(s, ALL)), "every config is found by the filter"

@@ -550,6 +550,8 @@ def removed(sub: Subscriber, topics) -> bool:
 
 
 def test_discovery_configs_appear_change_with_the_rules_and_vanish_when_discovery_is_off(mosquitto_broker, sinks):
+    from paho.mqtt import publish
+
     b = mosquitto_broker
     settings = MqttSettings(host=b.host, port=b.port, device_id="car1", support_url="https://example.org/car1")
     watcher = Subscriber(b.host, b.port, topics=("homeassistant/#",), client_id="watcher")
@@ -567,11 +569,16 @@ def test_discovery_configs_appear_change_with_the_rules_and_vanish_when_discover
         assert now["homeassistant/event/car1/alert_event/config"]["event_types"] == ["angry", "angry_end", "fearful", "fearful_end"]
         sink.close()
 
-        # A later run with discovery off (and no record: no queue file) finds them on the broker and removes every one.
+        # Another integration that happens to use our device id as its node id: not ours, never removed.
+        foreign = {"homeassistant/sensor/car1/speed/config": {"name": "Speed", "unique_id": "obd_car1_speed", "state_topic": "obd/speed"}}
+        for topic, config in foreign.items():
+            publish.single(topic, json.dumps(config), qos=1, retain=True, hostname=b.host, port=b.port)
+
+        # A later run with discovery off (and no record: no queue file) finds ours on the broker and removes every one.
         off = sinks(MqttSettings(host=b.host, port=b.port, device_id="car1", discovery=False), capabilities=fewer)
         assert wait_until(lambda: off.status == "connected")
         assert removed(watcher, discovery_configs(settings, fewer))
-        assert retained_configs(b, "car1") == {}
+        assert retained_configs(b, "car1") == foreign
         assert off.status == "connected" and off._record.topics <= legacy_config_topics(off.settings)
     finally:
         watcher.close()

@@ -226,6 +226,15 @@ def own_configs_filter(s: MqttSettings) -> str:
     return f"{s.discovery_prefix}/+/{s.device_id}/+/config"
 
 
+def is_own_config(s: MqttSettings, payload: bytes) -> bool:
+    """A retained config found under our node id is ours only if its unique_id says so: another integration may use that id."""
+    try:
+        config = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(config, dict) and str(config.get("unique_id", "")).startswith(f"ser_edge_{s.device_id}_")
+
+
 def legacy_config_topics(s: MqttSettings) -> set[str]:
     """Where ser-edge 0.1 published its two configs; removed like any stale config."""
     return {f"{s.discovery_prefix}/{component}/{s.device_id}_{key}/config" for component, key in LEGACY_KEYS}

@@ -13,7 +13,7 @@ Topics, under ``{topic_prefix}/{device_id}``:
 Home Assistant discovery is :mod:`edge.service.homeassistant`. On every connect the sink publishes the
 configs it wants (retained) and removes, with an empty retained payload, every config it published
 before and no longer wants: the ones in its DiscoveryRecord, and the ones the broker still holds under
-its own device id (it subscribes to them). The settings are ``edge.settings.MqttSettings`` (the [mqtt] table).
+its own device id with its own unique_id (it subscribes to them). The settings are ``edge.settings.MqttSettings`` (the [mqtt] table).
 
 Nothing lost: every alert event goes into the :class:`~edge.service.queue.AlertQueue` (written to its
 file) before anything else, and leaves it only when the broker has acknowledged the publish.
@@ -44,6 +44,7 @@ from edge.service.homeassistant import (
     DiscoveryRecord,
     discovery_configs,
     event_payload,
+    is_own_config,
     legacy_config_topics,
     own_configs_filter,
 )
@@ -331,7 +332,7 @@ class MqttSink:
 
     def _on_message(self, client, userdata, msg) -> None:
         # paho's thread, holding paho's callback lock: never take _lock here (a publisher holding it waits for paho).
-        if msg.retain and msg.payload and msg.topic not in self._wanted and client is self._client:
+        if msg.retain and msg.topic not in self._wanted and client is self._client and is_own_config(self.settings, msg.payload):
             log.info("MQTT: removing the Home Assistant config %s, which this device no longer offers", msg.topic)
             self._remove_config(client, msg.topic)
 
