@@ -6,7 +6,8 @@ from the sample counter; alerts also carry "wall_time", ISO 8601 UTC):
 - "state":     the smoothed state changed: state (an emotion, or "silence"), probs (smoothed).
 - "alert":     an alert started: id, emotion, score, started_s.
 - "alert_end": an alert ended: id, emotion, ended_s, duration_s.
-- "health":    periodic: source, sinks {name: status}, queue_length, cpu_percent, uptime_s.
+- "health":    periodic: source, listening (false while a microphone is reopened), sinks {name: status},
+               queue_length, cpu_percent, uptime_s.
 """
 
 from __future__ import annotations
