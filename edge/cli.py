@@ -26,6 +26,7 @@ COMMANDS = (
     "edge.commands.run",
     "edge.commands.enroll",
     "edge.commands.profile",
+    "edge.commands.history",
     "edge.commands.devices",
 )
 

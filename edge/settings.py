@@ -30,6 +30,7 @@ __all__ = [
     "AlertRule",
     "ConfigError",
     "GpioSettings",
+    "HistorySettings",
     "HttpSettings",
     "ModelSettings",
     "MqttSettings",
@@ -376,6 +377,22 @@ class ProfileSettings(Checked):
             raise ConfigError("profile.adapt = true is not allowed without a file to keep it in: set profile.path (or pass --profile)")
 
 
+@dataclass(frozen=True)
+class HistorySettings(Checked):
+    """[history]: a per-minute record of the verdicts (never audio) in an SQLite database, for trends over days."""
+
+    SECTION = "history"
+
+    enabled: bool = True
+    """Keep the history; it needs a place: ``path``, or else the folder of ``mqtt.queue_file``."""
+    path: str = ""
+    """The SQLite database; "" puts history.sqlite beside mqtt.queue_file (without one, no history is kept)."""
+    keep_days: float = setting(90.0, Allowed(lambda v: v > 0, "a number of days above 0 (90 is about three months)"))
+    """Minutes older than this many days are deleted (checked at start and every hour)."""
+    max_mb: float = setting(100.0, Allowed(lambda v: v >= 1, "a size in MB of 1 or more"))
+    """The database is kept under this many MB: beyond it the oldest minutes are deleted (a day of listening is about 0.5 MB)."""
+
+
 # --------------------------------------------------------------------------------------------- the service
 
 
@@ -395,5 +412,6 @@ class ServiceSettings(Checked):
     http: HttpSettings = field(default_factory=HttpSettings)
     debug: RecordSettings = field(default_factory=RecordSettings)
     profile: ProfileSettings = field(default_factory=ProfileSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
     health_interval_s: float = setting(5.0, between(0.5, 3600, "a number of seconds from 0.5 to 3600"))
     """Seconds between health events."""

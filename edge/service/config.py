@@ -22,12 +22,15 @@ import tomllib
 
 from edge.checks import Checked, ConfigError, checked, refuse, show
 from edge.files import NotRegularFileError, read_regular, what_is, why
+from edge.history import EXAMPLE_PATH as HISTORY_EXAMPLE
+from edge.history import database_path
 from edge.model import LABEL
 from edge.service.queue import EXAMPLE_PATH
 from edge.settings import (
     AlertDefaults,
     AlertRule,
     GpioSettings,
+    HistorySettings,
     HttpSettings,
     ModelSettings,
     MqttSettings,
@@ -54,8 +57,9 @@ TABLES: dict[str, type[Checked]] = {
     "http": HttpSettings,
     "debug": RecordSettings,
     "profile": ProfileSettings,
+    "history": HistorySettings,
 }
-SECTIONS = ("audio", "model", "speech", "profile", "policy", "output", "gpio", "mqtt", "http", "debug", "service")
+SECTIONS = ("audio", "model", "speech", "profile", "policy", "output", "gpio", "mqtt", "http", "debug", "history", "service")
 RULE_KEYS = ("enabled", *(f.name for f in dataclasses.fields(AlertRule) if f.name != "emotion"))
 RULE_DEFAULT_KEYS = tuple(f.name for f in dataclasses.fields(AlertDefaults))  # [policy] keys every alert starts from
 POLICY_KEYS = ("smoothing_windows", "silence_s", "reset_after_silence_s", *RULE_DEFAULT_KEYS)  # and [policy.alerts.EMOTION] tables
@@ -190,6 +194,12 @@ def _check_files(settings: ServiceSettings) -> None:
     if profile.path and not (profile.adapt and what_is(profile.path) is None and not Path(profile.path).exists()):
         # Adapting may start a profile of its own where none is yet; anything else needs one made by enroll.
         _need_file("profile.path", profile.path, "make one with `python -m edge enroll --out PATH`")
+    history = database_path(settings)
+    kind = what_is(history) if history else None
+    if kind is not None and settings.history.path:  # SQLite would fail on it at every write
+        raise refuse("history.path", history, f"it is {kind}, not a regular file; give a file name such as {HISTORY_EXAMPLE}")
+    if kind is not None:
+        raise ConfigError(f"the history database beside mqtt.queue_file, {history}, is {kind}; move it away or set history.path to a file")
     if settings.http.enabled:
         try:
             http_token(settings.http)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from edge import voice
 from edge.classifier import StreamingClassifier
+from edge.history import database_path
 from edge.model import Model
 from edge.policy import Policy
 from edge.profile import Adaptation, ProfileError, VoiceProfile
@@ -82,13 +83,22 @@ def _close(sink: Sink) -> None:
         log.warning("closing sink %s failed: %s", sink.name, exc)
 
 
-OUTPUT_TABLES = ("output", "gpio", "mqtt", "debug", "http")
+OUTPUT_TABLES = ("output", "gpio", "mqtt", "debug", "http", "history")
 """The tables that make sinks, in the order events reach them."""
 
 
 def _wanted(settings: ServiceSettings, table: str) -> bool:
+    if table == "history":
+        return database_path(settings) is not None
     part = getattr(settings, table)
     return bool(part.record if table == "debug" else part.enabled)
+
+
+def _part_key(settings: ServiceSettings, table: str):
+    """What a part is made from: a reload keeps the part while this stays equal."""
+    if table == "history":  # its place may come from mqtt.queue_file, and each minute names the device
+        return (settings.history, database_path(settings), settings.mqtt.device_id)
+    return getattr(settings, table)
 
 
 def _build_part(table: str, settings: ServiceSettings, model: Model | None, start: bool = True, feed=None):
@@ -115,7 +125,20 @@ def _build_part(table: str, settings: ServiceSettings, model: Model | None, star
             return AlertRecorder(settings.debug), None
         except OSError as exc:
             raise StartError(f"debug.record_dir = {settings.debug.record_dir!r} cannot be used ({exc.strerror or exc})") from None
+    if table == "history":
+        return _history_sink(settings, model), None
     return _start_web(settings, model, feed)
+
+
+def _history_sink(settings: ServiceSettings, model: Model | None):
+    """The per-minute history; its database is opened by its own thread, so nothing here waits on the disk."""
+    from edge.history import Source
+    from edge.service.history_sink import HistorySink
+
+    if model is None:
+        model = Model(settings.model.path or None, threads=settings.model.threads)
+    source = Source(settings.mqtt.device_id, model.contract.sha256, model.path.stem, tuple(model.labels))
+    return HistorySink(settings.history, database_path(settings), source, hop_s=model.contract.hop_s)
 
 
 def _assemble(parts: dict[str, tuple[object, Sink]], servers: dict[str, object]) -> Outputs:
@@ -132,7 +155,7 @@ def build_outputs(settings: ServiceSettings, model: Model | None = None) -> Outp
         for table in OUTPUT_TABLES:
             if _wanted(settings, table):
                 sink, server = _build_part(table, settings, model)
-                parts[table] = (getattr(settings, table), sink)
+                parts[table] = (_part_key(settings, table), sink)
                 if server is not None:
                     servers[table] = server
     except BaseException:
@@ -159,7 +182,7 @@ def rebuild_outputs(running: Outputs, new: ServiceSettings, model: Model | None 
             old = running.parts.get(table)
             if not _wanted(new, table):
                 continue
-            wanted = getattr(new, table)
+            wanted = _part_key(new, table)
             if old is not None and old[0] == wanted and (table != "http" or _token_unchanged(new, running.web)):
                 kept[table] = old
             elif table == "http" and old is not None and _same_address(old[0], wanted):
@@ -190,6 +213,10 @@ def rebuild_outputs(running: Outputs, new: ServiceSettings, model: Model | None 
         servers.pop("http", None)
     if "new-http" in servers:
         servers["http"] = servers.pop("new-http")
+    elif "http" in servers:  # the page goes on: it draws the days from the history the new settings keep
+        from edge.web.app import set_history
+
+        set_history(servers["http"].app, database_path(new))
     if "mqtt" in fresh:
         old = running.parts.get("mqtt")
         fresh["mqtt"][1].start(replacing=old[1] if old is not None else None)
@@ -235,7 +262,9 @@ def _start_web(settings: ServiceSettings, model: Model | None, feed=None):
     feed = feed if feed is not None else LiveFeed()
     try:
         token = http_token(settings.http)
-        app = create_app(model if model is not None else (settings.model.path or None), live=feed, token=token)
+        app = create_app(
+            model if model is not None else (settings.model.path or None), live=feed, token=token, history=database_path(settings)
+        )
         server = serve_in_thread(app, settings.http.host, settings.http.port)
     except (OSError, ValueError) as exc:  # ServerError is an OSError; ModelError and a bad token are ValueErrors
         if own_feed:

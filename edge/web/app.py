@@ -5,6 +5,7 @@
     GET  /api/state        live only: smoothed state, recent windows, active alerts
     GET  /api/health       live only: the service's last health event and uptime
     GET  /api/events       live only: the same events pushed as server-sent events
+    GET  /api/history      with a history database: minutes added up by hour, day or week, and a weekday-by-hour table
 
 Uploads are held in memory, decoded a second at a time and classified by the same
 StreamingClassifier as the `classify` command (memory does not grow with the clip's length);
@@ -21,14 +22,16 @@ import io
 import json
 import logging
 import re
+import sqlite3
 import threading
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import flask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from edge import __version__
+from edge import __version__, history
 from edge.audio import AudioError, ClipTooLongError, audio_blocks
 from edge.classifier import StreamingClassifier
 from edge.inputs import RateTap, rate_warning
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: ~100 s of 48 kHz stereo WAV, minutes of FLAC
 MAX_CLIP_S = 600.0  # longer clips are refused before decoding: they would hold the classifier for minutes
 SSE_KEEPALIVE_S = 15.0  # a comment line this often lets the server notice a browser that went away
+DEFAULT_HISTORY_DAYS = 30
+NO_HISTORY = "this page keeps no history: run the service with [history] path (or mqtt.queue_file) in its configuration"
 LIVE_ONLY = "the live view exists only under `python -m edge run --http HOST:PORT`; this is `python -m edge serve`"
 
 
@@ -70,6 +75,8 @@ class Page:
     max_upload_bytes: int
     profile: VoiceProfile | None = None
     """The voice profile uploads are normalised against (``serve --profile``); None for the population's."""
+    history: str | None = None
+    """The service's history database (``edge.history``), read by GET /api/history; None: no history is kept."""
 
 
 def create_app(
@@ -80,13 +87,15 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     threads: int | None = None,
     profile: VoiceProfile | None = None,
+    history: str | None = None,
 ) -> flask.Flask:
     """The web app around one classifier built now from ``model_path`` (default: the shipped model).
 
     ``model_path`` may also be a loaded ``Model``: the app then loads its own copy from the
     same file, because an interpreter must not be shared with the daemon's thread.
     ``live`` adds the live view; ``token`` makes every request require it; ``profile`` normalises
-    uploads against one person's voice. Raises ModelError if the model cannot be served, ProfileError
+    uploads against one person's voice; ``history`` is the database the page draws the days from.
+    Raises ModelError if the model cannot be served, ProfileError
     if the profile belongs to another model.
     """
     if isinstance(model_path, Model):
@@ -111,6 +120,7 @@ def create_app(
         token=token,
         max_upload_bytes=int(max_upload_bytes),
         profile=profile,
+        history=history,
     )
     app.before_request(check_access)
     app.after_request(harden)
@@ -126,6 +136,11 @@ def page() -> Page:
 def app_token(app: flask.Flask) -> str | None:
     """The token every request to ``app`` must carry, or None."""
     return app.extensions["ser_edge"].token
+
+
+def set_history(app: flask.Flask, path: str | None) -> None:
+    """Draw the days from this database (None: none) from the next request on; a reload of the service calls it."""
+    app.extensions["ser_edge"] = dataclasses.replace(app.extensions["ser_edge"], history=path)
 
 
 def set_token(app: flask.Flask, token: str | None) -> None:
@@ -195,6 +210,7 @@ def index():
         max_upload=_mb(p.max_upload_bytes),
         max_upload_bytes=p.max_upload_bytes,
         hop_s=p.hop_s,
+        history=p.history is not None,
         token_query={"token": given} if given else {},
     )
 
@@ -265,6 +281,36 @@ def events():
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+@routes.get("/api/history")
+def history_view():
+    """The history grouped by ``by`` (hour, day, week) from ``since`` to ``until`` (dates, local), default the last 30 days by day."""
+    path = page().history
+    if path is None:
+        return _error(404, NO_HISTORY)
+    args = flask.request.args
+    try:
+        by = args.get("by", "day")
+        since = history.parse_when(args["since"], "since") if args.get("since") else _days_ago(DEFAULT_HISTORY_DAYS - 1)
+        until = history.parse_when(args["until"], "until", end=True) if args.get("until") else None
+        try:
+            db = history.connect(path, readonly=True)
+        except history.HistoryError:  # the service makes it within a minute of listening
+            return flask.jsonify(history.empty_summary(by, since, until))
+        try:
+            return flask.jsonify(history.summary(db, by, since, until))
+        finally:
+            db.close()
+    except history.HistoryError as exc:
+        return _error(400, str(exc))
+    except sqlite3.Error as exc:
+        log.warning("reading the history failed: %s", exc)
+        return _error(503, f"the history database {path} cannot be read now ({exc}); try again in a moment")
+
+
+def _days_ago(days: int) -> float:
+    return history.local_midnight(date.today() - timedelta(days=days))
 
 
 def _stream(live: LiveFeed, sub):
