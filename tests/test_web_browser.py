@@ -422,3 +422,154 @@ def _answers(url: str) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------------------------- the history of days
+
+
+def plausible_history(path: Path, labels: tuple[str, ...], days: int = 30) -> None:
+    """``days`` of minutes up to today, as the service writes them: a few hours of listening a day, sadder on
+    weekday evenings, a row of angry days with alerts. Made up (seeded), not heard: a month of listening cannot be replayed in a test."""
+    from datetime import date, timedelta
+
+    from edge import history
+
+    rng = np.random.default_rng(16)
+    source = history.Source("browser-test", "ab" * 32, "test", labels)
+    minutes = []
+    today = date.today()
+    base = np.array([0.40 if e == "neutral" else 0.12 if e in ("calm", "happy") else 0.06 for e in labels])
+    for d in range(days):
+        day = today - timedelta(days=days - 1 - d)
+        if d in (5, 17):  # days the device was off
+            continue
+        angry_days = 20 <= d <= 23
+        for hour in sorted(rng.choice(np.arange(7, 23), size=int(rng.integers(2, 6)), replace=False)):
+            evening = hour >= 18 and day.weekday() < 5
+            weights = base.copy()
+            if evening and "sad" in labels:
+                weights[labels.index("sad")] += 0.35
+            if angry_days and "angry" in labels:
+                weights[labels.index("angry")] += 0.30
+            weights /= weights.sum()
+            start = int(history.local_midnight(day)) + int(hour) * 3600
+            for i in range(60):
+                m = history.Minute(start + 60 * i, heard_s=60.0)
+                n = int(rng.integers(30, 100))  # speech windows of the 120 in a minute
+                m.speech_s = n * 0.5
+                counts = rng.multinomial(n, weights)
+                m.verdicts = {label: int(c) for label, c in zip(labels, counts, strict=True) if c}
+                m.prob_sums = {label: float(p * n) for label, p in zip(labels, 0.5 * weights + 0.5 * counts / n, strict=True)}
+                if angry_days and i == 30 and hour == 19 and "angry" in labels:
+                    m.raised = {"angry": 1}
+                if evening and i == 45 and "sad" in labels and d % 3 == 0:
+                    m.raised = {"sad": 1}
+                minutes.append(m)
+    db = history.open_for_writing(path)
+    try:
+        history.write_minutes(db, source, minutes)
+    finally:
+        db.close()
+
+
+def element_screenshot(driver, css: str, name: str) -> Path:
+    """One element of the page (laid out at desktop size), saved under artifacts/."""
+    rect = driver.execute_script(
+        "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
+        "return {x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width, height: r.height};",
+        css,
+    )
+    margin = 8
+    clip = {
+        "x": rect["x"] - margin,
+        "y": rect["y"] - margin,
+        "width": rect["width"] + 2 * margin,
+        "height": rect["height"] + 2 * margin,
+        "scale": 1,
+    }
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+def test_history_days_and_heat_map_are_drawn_from_the_database(page, model_path, tmp_path):
+    """The days view and the weekday-by-hour heat map under the live view, read off the page against GET /api/history."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    labels = Model(model_path).labels
+    db = tmp_path / "history.sqlite"
+    plausible_history(db, labels)
+    token = "browser-history-token-0123456789"
+    feed = LiveFeed()
+    server = serve_in_thread(create_app(model_path, live=feed, history=str(db), token=token), "127.0.0.1", 0)
+    try:
+        request = urllib.request.Request(server.url + "api/history?by=day&since=2000-01-01", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            answer = json.load(r)
+        periods = {p["period"]: p for p in answer["periods"]}
+        page.get(server.url + "?token=" + token)
+        days = page.find_element(By.ID, "history-days")
+        wait_for(page, lambda d: days.get_attribute("data-count") == str(len(periods)), "the days from the history")
+
+        columns = page.find_elements(By.CSS_SELECTOR, "#history-days .day")
+        assert len(columns) == 30  # every day of the range, listened to or not
+        most = max(p["speech_s"] for p in periods.values())
+        bars = {b.get_attribute("data-day"): b for b in page.find_elements(By.CSS_SELECTOR, "#history-hours .day")}
+        for column in columns:
+            day = column.get_attribute("data-day")
+            stack = column.find_element(By.CSS_SELECTOR, ".stack")
+            segments = stack.find_elements(By.CSS_SELECTOR, ".seg")
+            bar, fill = bars[day], bars[day].find_element(By.CSS_SELECTOR, ".fill")
+            if day not in periods:
+                assert segments == [] and "none" in stack.get_attribute("class")
+                assert fill.size["height"] == 0
+                continue
+            p = periods[day]
+            drawn = {s.get_attribute("data-emotion"): s.size["height"] / stack.size["height"] for s in segments}
+            assert list(drawn) == [label for label in labels if p["shares"].get(label, 0) > 0]  # stacked in the model's order
+            for label, share in drawn.items():
+                assert share == pytest.approx(p["shares"][label], abs=0.015)  # a segment's height is its share of the day's speech
+            assert fill.size["height"] / bar.size["height"] == pytest.approx(p["speech_s"] / most, abs=0.03)
+            alerts = sum(p["alerts"].values())
+            assert column.get_attribute("data-alerts") == str(alerts)
+            assert column.find_element(By.CSS_SELECTOR, ".mark").text == ("" if not alerts else "▲" if alerts == 1 else f"▲{alerts}")
+
+        heat = page.find_element(By.ID, "history-heat")
+        cells = page.find_elements(By.CSS_SELECTOR, "#history-heat .cell")
+        assert len(cells) == 7 * 24
+        heard = {(c["weekday"], c["hour"]): c for c in answer["heatmap"] if c["speech_s"] > 0}
+        assert heat.get_attribute("data-count") == str(len(heard))
+        # It opens on the label alerted most in the range, and shows its share in each hour of each weekday.
+        alerted = {label: sum(p["alerts"].get(label, 0) for p in periods.values()) for label in labels}
+        shown = heat.get_attribute("data-label")
+        assert shown == max(labels, key=lambda label: alerted[label])
+        for cell in cells:
+            key = (int(cell.get_attribute("data-weekday")), int(cell.get_attribute("data-hour")))
+            if key in heard:
+                assert float(cell.get_attribute("data-share")) == pytest.approx(heard[key]["shares"].get(shown, 0), abs=1e-6)
+            else:
+                assert "empty" in cell.get_attribute("class")
+        if "sad" in labels:  # weekday evenings were made sadder: the heat map says so
+            Select(page.find_element(By.ID, "heat-label")).select_by_visible_text("sad")
+            wait_for(page, lambda d: heat.get_attribute("data-label") == "sad", "the heat map of sadness")
+            share = {
+                (int(c.get_attribute("data-weekday")), int(c.get_attribute("data-hour"))): float(c.get_attribute("data-share") or 0)
+                for c in cells
+                if "empty" not in c.get_attribute("class")
+            }
+            evenings = [v for (w, h), v in share.items() if w < 5 and h >= 18]
+            mornings = [v for (w, h), v in share.items() if w < 5 and h < 12]
+            assert min(evenings) > max(mornings)
+
+        element_screenshot(page, "#history", "web_history.png")
+        emulate(page, PHONE, mobile=True)
+        assert page.execute_script("return document.documentElement.scrollWidth") <= PHONE[0], "the history scrolls sideways on a phone"
+        screenshot(page, "web_history_phone.png", PHONE, mobile=True)
+    finally:
+        feed.close()
+        server.shutdown()

@@ -1,5 +1,6 @@
 // The page: upload or record a clip and show the answer of POST /api/classify; under the
-// service, follow the live view (GET /api/state, /api/health, then /api/events pushed as SSE).
+// service, follow the live view (GET /api/state, /api/health, then /api/events pushed as SSE)
+// and draw the history of days (GET /api/history) when the service keeps one.
 // No framework and nothing fetched from elsewhere: the device may be offline.
 "use strict";
 
@@ -245,6 +246,188 @@
     return new Blob([buffer], { type: "audio/wav" });
   }
 
+  async function getJson(url) {
+    const response = await fetch(url, { headers: authHeaders });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || "the server answered " + response.status);
+    return answer;
+  }
+
+  // -- the history: days and a weekday-by-hour heat map, from GET /api/history ------------------
+  // Days are the device's local days (the server groups them); the page lays out every day of the
+  // range, so a day without listening shows as a gap.
+
+  const WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+  const HISTORY_REFRESH_MS = 5 * 60 * 1000; // a minute is added every minute; a trend over days needs no faster view
+  const history = { answer: null, since: null, days: 30 };
+
+  function isoDay(d) {
+    const pad = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate());
+  }
+
+  function rangeDays(first, count) {
+    const days = [];
+    for (let i = 0; i < count; i++) days.push(new Date(first.getFullYear(), first.getMonth(), first.getDate() + i));
+    return days;
+  }
+
+  function hours(s) {
+    return s >= 360 ? (s / 3600).toFixed(1) + " h" : Math.round(s / 60) + " min";
+  }
+
+  function describeShares(shares) {
+    return Object.entries(shares)
+      .filter(([, v]) => v >= 0.005)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => k + " " + pct(v))
+      .join(", ");
+  }
+
+  async function loadHistory() {
+    history.days = parseInt($("history-range").value, 10);
+    const today = new Date();
+    const first = new Date(today.getFullYear(), today.getMonth(), today.getDate() - (history.days - 1));
+    history.since = first;
+    try {
+      history.answer = await getJson("/api/history?by=day&since=" + isoDay(first));
+      drawHistory();
+      $("history-status").textContent = history.answer.periods.length
+        ? "Times are the device's (" + history.answer.timezone + ")."
+        : "Nothing heard in these days yet: a minute of listening is added every minute.";
+      $("history-status").classList.remove("error");
+    } catch (err) {
+      $("history-status").textContent = err.message;
+      $("history-status").classList.add("error");
+    }
+  }
+
+  function drawHistory() {
+    const answer = history.answer;
+    const byDay = new Map(answer.periods.map((p) => [p.period, p]));
+    const days = rangeDays(history.since, history.days);
+    const most = Math.max(0, ...answer.periods.map((p) => p.speech_s));
+    const columns = $("history-days");
+    const strip = $("history-hours");
+    const dates = $("history-dates");
+    for (const box of [columns, strip, dates]) {
+      box.replaceChildren();
+      box.style.setProperty("--n", String(days.length));
+    }
+    columns.dataset.count = String(answer.periods.length);
+    for (const d of days) {
+      const key = isoDay(d);
+      const p = byDay.get(key);
+      const day = el("div", "day");
+      day.dataset.day = key;
+      const alerts = p ? Object.values(p.alerts).reduce((a, b) => a + b, 0) : 0;
+      day.dataset.alerts = String(alerts);
+      day.dataset.speechS = String(p ? p.speech_s : 0);
+      const mark = el("span", "mark", alerts ? "▲" + (alerts > 1 ? alerts : "") : "");
+      mark.title = alerts ? Object.entries(p.alerts).map(([k, n]) => n + " " + k).join(", ") + " alert(s)" : "";
+      const stack = el("div", "stack");
+      if (p && p.speech_s > 0) {
+        for (const label of answer.labels) {
+          const share = p.shares[label] || 0;
+          if (share <= 0) continue;
+          const seg = el("div", "seg");
+          tint(seg, label);
+          seg.dataset.share = String(share);
+          seg.style.height = (100 * share).toFixed(2) + "%";
+          stack.append(seg);
+        }
+      } else {
+        stack.classList.add("none");
+      }
+      day.title = key + (p ? ": " + hours(p.speech_s) + " of speech in " + hours(p.heard_s) + " heard; " + describeShares(p.shares) : ": nothing heard");
+      day.append(mark, stack);
+      columns.append(day);
+
+      const bar = el("div", "day");
+      bar.dataset.day = key;
+      const fill = el("div", "fill");
+      fill.style.height = most > 0 && p ? ((100 * p.speech_s) / most).toFixed(2) + "%" : "0";
+      bar.title = key + ": " + (p ? hours(p.speech_s) + " of speech" : "nothing heard");
+      bar.append(fill);
+      strip.append(bar);
+
+      // Dates under the columns: every day when there is room, else the Mondays.
+      let label = "";
+      if (history.days <= 14) label = WEEKDAYS[(d.getDay() + 6) % 7] + " " + d.getDate();
+      else if (d.getDay() === 1 && d < days[days.length - 2]) label = d.toLocaleDateString(undefined, { month: "short", day: "numeric" }); // room for the text
+      dates.append(el("span", "", label));
+    }
+    $("history-most").textContent = most > 0 ? "(the tallest is " + hours(most) + ")" : "";
+    const legend = $("history-legend");
+    legend.replaceChildren();
+    for (const label of answer.labels) {
+      const key = el("span", "key");
+      tint(key, label);
+      key.append(el("i"), document.createTextNode(label));
+      legend.append(key);
+    }
+    fillHeatLabels(answer);
+    drawHeat();
+  }
+
+  // The heat map shows one label: the one alerted most in the range, else the one heard most; the select changes it.
+  function fillHeatLabels(answer) {
+    const select = $("heat-label");
+    const chosen = select.value;
+    const total = (key) => (label) => answer.periods.reduce((sum, p) => sum + (p[key][label] || 0) * (key === "shares" ? p.speech_s : 1), 0);
+    const alerted = total("alerts");
+    const heard = total("shares");
+    const labels = answer.labels.length ? answer.labels : EMOTIONS;
+    let best = labels[0];
+    for (const l of labels) if (alerted(l) > alerted(best) || (alerted(l) === alerted(best) && heard(l) > heard(best))) best = l;
+    select.replaceChildren(...labels.map((l) => el("option", "", l)));
+    select.value = labels.includes(chosen) ? chosen : best;
+  }
+
+  function drawHeat() {
+    const answer = history.answer;
+    const label = $("heat-label").value;
+    const grid = $("history-heat");
+    grid.replaceChildren(el("span", "corner"));
+    for (let h = 0; h < 24; h++) grid.append(el("span", "hour", h % 3 === 0 ? String(h) : ""));
+    const cells = new Map(answer.heatmap.map((c) => [c.weekday + " " + c.hour, c]));
+    const most = Math.max(0, ...answer.heatmap.filter((c) => c.speech_s > 0).map((c) => c.shares[label] || 0));
+    let count = 0;
+    for (let w = 0; w < 7; w++) {
+      grid.append(el("span", "weekday", WEEKDAYS[w]));
+      for (let h = 0; h < 24; h++) {
+        const c = cells.get(w + " " + h);
+        const cell = el("div", "cell");
+        tint(cell, label);
+        cell.dataset.weekday = String(w);
+        cell.dataset.hour = String(h);
+        const span = WEEKDAYS[w] + " " + String(h).padStart(2, "0") + ":00–" + String(h + 1).padStart(2, "0") + ":00";
+        if (c && c.speech_s > 0) {
+          const share = c.shares[label] || 0;
+          cell.dataset.share = String(share);
+          // Darkest at the range's highest share, so the pattern shows whatever the level; the title gives the number.
+          cell.style.setProperty("--a", most > 0 ? (0.08 + (0.92 * share) / most).toFixed(3) : "0.08");
+          cell.title = span + ": " + label + " " + pct(share) + " of " + hours(c.speech_s) + " of speech";
+          count++;
+        } else {
+          cell.classList.add("empty");
+          cell.title = span + ": " + (c ? "no speech" : "nothing heard");
+        }
+        grid.append(cell);
+      }
+    }
+    grid.dataset.count = String(count);
+    grid.dataset.label = label;
+    $("heat-scale").textContent = count ? "(darkest: " + pct(most) + " of that hour's speech)" : "";
+  }
+
+  if (body.dataset.history === "true") {
+    $("history-range").addEventListener("change", loadHistory);
+    $("heat-label").addEventListener("change", drawHeat);
+    loadHistory();
+    setInterval(loadHistory, HISTORY_REFRESH_MS);
+  }
+
   // -- the live view ------------------------------------------------------------------------
 
   if (body.dataset.live !== "true") return;
@@ -336,13 +519,6 @@
     live.windows.push(w);
     const horizon = w.end_s - live.historyS;
     while (live.windows.length && live.windows[0].end_s < horizon) live.windows.shift();
-  }
-
-  async function getJson(url) {
-    const response = await fetch(url, { headers: authHeaders });
-    const answer = await response.json();
-    if (!response.ok) throw new Error(answer.error || "the server answered " + response.status);
-    return answer;
   }
 
   async function follow() {
