@@ -302,9 +302,11 @@ def _relative(text: str) -> str:
     return text.replace(str(ROOT) + os.sep, "")
 
 
-def measure_process(combo: Combo, audio_file: Path, realtime: bool) -> dict:
+def measure_process(combo: Combo, audio_file: Path, realtime: bool, config: str | None = None) -> dict:
     """Start `python -m edge run` on a file; time to first window, CPU share and peak RSS of the process."""
     args = ["run", "--source", str(audio_file), "--model", combo.path, "--threads", str(combo.threads), "--verbose"]
+    if config:  # e.g. a [history] table, to measure what a sink adds to the device path
+        args += ["--config", config]
     if realtime:
         args.append("--realtime")
     blocked = BLOCKED[combo.runtime]
@@ -365,7 +367,7 @@ def measure_process(combo: Combo, audio_file: Path, realtime: bool) -> dict:
     }
 
 
-def measure_processes(combos: list[Combo], audio_file: Path, jobs: int) -> list[tuple[Combo, dict, dict]]:
+def measure_processes(combos: list[Combo], audio_file: Path, jobs: int, config: str | None = None) -> list[tuple[Combo, dict, dict]]:
     """The paced and the as-fast-as-possible run of every combination, ``jobs`` paced runs at a time.
 
     With more than one job, paced runs start STAGGER_S apart, so that no two start-ups (the
@@ -376,7 +378,7 @@ def measure_processes(combos: list[Combo], audio_file: Path, jobs: int) -> list[
     def paced(combo: Combo, delay_s: float) -> dict:
         time.sleep(delay_s)
         log.info("`run` process, paced: %s", combo.name)
-        return measure_process(combo, audio_file, realtime=True)
+        return measure_process(combo, audio_file, realtime=True, config=config)
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         futures = [pool.submit(paced, c, (i % max(1, jobs)) * STAGGER_S if jobs > 1 else 0.0) for i, c in enumerate(combos)]
@@ -384,7 +386,7 @@ def measure_processes(combos: list[Combo], audio_file: Path, jobs: int) -> list[
     out = []
     for combo, p in zip(combos, paced_results, strict=True):
         log.info("`run` process, as fast as possible: %s", combo.name)
-        out.append((combo, p, measure_process(combo, audio_file, realtime=False)))
+        out.append((combo, p, measure_process(combo, audio_file, realtime=False, config=config)))
     return out
 
 
@@ -503,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="a check in well under a minute: int8, LiteRT, 1 thread, 100 windows, a 5 s file")
     p.add_argument("--markdown", metavar="PATH", help="also write the tables to this file")
+    p.add_argument("--run-config", metavar="FILE", help="a TOML configuration for the `run` processes (e.g. with [history]); default none")
     p.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
     return p
 
@@ -565,7 +568,7 @@ def run(args) -> int:
         audio_file = CACHE / f"latency_{args.process_seconds:.0f}s_{args.input_rate}hz.wav"
         sf.write(audio_file, clip, args.input_rate, subtype="PCM_16")
         chosen = combos[:1] if args.process_combos == "first" else combos
-        process_results = measure_processes(chosen, audio_file, args.process_jobs)
+        process_results = measure_processes(chosen, audio_file, args.process_jobs, args.run_config)
 
     text = report(args, env, contract, int8, results, process_results, notes, audio.size / 16000, clips)
     print(text)

@@ -366,6 +366,27 @@ def summary(db: sqlite3.Connection, by: str = "day", since: float | None = None,
     return out
 
 
+def daily_summary(db: sqlite3.Connection, today: date | None = None) -> dict:
+    """Today so far and yesterday, as the service publishes them (MQTT ``…/summary``): for each day the
+    seconds heard and of speech, the share of speech per label and the alerts raised per label."""
+    today = today or date.today()
+    yesterday = today - timedelta(days=1)
+    answer = summary(db, "day", local_midnight(yesterday), local_midnight(today + timedelta(days=1)))
+    periods = {p["period"]: p for p in answer["periods"]}
+
+    def day(d: date) -> dict:
+        p = periods.get(d.isoformat(), {})
+        return {
+            "date": d.isoformat(),
+            "heard_s": p.get("heard_s", 0.0),
+            "speech_s": p.get("speech_s", 0.0),
+            "shares": p.get("shares", {}),
+            "alerts": p.get("alerts", {}),
+        }
+
+    return {"type": "summary", "date": today.isoformat(), "timezone": answer["timezone"], "today": day(today), "yesterday": day(yesterday)}
+
+
 def check_by(by: str) -> None:
     if by not in PERIODS:
         raise HistoryError(f"by {by} is not a grouping: use one of {', '.join(PERIODS)}")

@@ -390,7 +390,7 @@ class HistorySettings(Checked):
     keep_days: float = setting(90.0, Allowed(lambda v: v > 0, "a number of days above 0 (90 is about three months)"))
     """Minutes older than this many days are deleted (checked at start and every hour)."""
     max_mb: float = setting(100.0, Allowed(lambda v: v >= 1, "a size in MB of 1 or more"))
-    """The database is kept under this many MB: beyond it the oldest minutes are deleted (a day of listening is about 0.5 MB)."""
+    """The database is kept under this many MB: beyond it the oldest minutes are deleted (a day of listening takes 0.2-0.6 MB)."""
 
 
 # --------------------------------------------------------------------------------------------- the service

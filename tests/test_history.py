@@ -103,6 +103,10 @@ def write_db(path: Path, minutes: list[Minute], source: Source = SOURCE) -> None
 @pytest.fixture()
 def speech_file(data_dir, tmp_path) -> Path:
     """About 150 s of real speech (RAVDESS actors 15 and 16 end to end) as one 16 kHz WAV: three minute rows."""
+    return real_speech(data_dir, tmp_path)
+
+
+def real_speech(data_dir: Path, folder: Path) -> Path:
     clips, n = [], 0
     for path in sorted((data_dir / "ravdess").glob("Actor_1[56]/*.flac")):
         x, rate = sf.read(str(path), dtype="float32")
@@ -110,7 +114,7 @@ def speech_file(data_dir, tmp_path) -> Path:
         n += x.size
         if n > 150 * rate:
             break
-    out = tmp_path / "speech.wav"
+    out = folder / "speech.wav"
     sf.write(str(out), np.concatenate(clips), rate, subtype="PCM_16")
     return out
 
@@ -620,3 +624,30 @@ def test_hop_weighted_minutes_of_the_classifier_itself(data_dir, tiny_model_path
     speech = [r for r in results if r.speech]
     expected = {label: sum(r.label == label for r in speech) / len(speech) for label in EMOTIONS}
     assert row["shares"] == pytest.approx({k: round(v, 4) for k, v in expected.items() if v}, abs=1e-4)
+
+
+def test_forgetting_works_while_the_service_writes(tmp_path):
+    path = tmp_path / "h.sqlite"
+    write_db(path, synthetic_minutes(date.today() - timedelta(days=3), 3))
+    sink = HistorySink(HistorySettings(), str(path), SOURCE, hop_s=0.5, clock=lambda: 1_900_000_000.0)
+    for i in range(1, 2 * 60 * 2 + 1):  # two whole minutes handed to the writer, its connection open
+        sink.handle(window(0.5 * i, "calm"))
+    proc = run_edge("history", "--db", path, "--delete-all")
+    assert proc.returncode == 0, proc.stderr
+    for i in range(2 * 60 * 2 + 1, 2 * 60 * 3 + 1):  # and it goes on writing into the emptied file
+        sink.handle(window(0.5 * i, "calm"))
+    sink.close()
+    rows = minutes_in(path)
+    assert rows and all(r["start"] >= 1_900_000_000 for r in rows) and check_consistent(path) == len(rows)
+
+
+def test_the_history_benchmark_prints_its_table():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.history", "--quick"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = [
+        line for line in proc.stdout.splitlines() if line.startswith("| speech in every window") or line.startswith("| no speech at all")
+    ]
+    assert len(table) == 2 and all("MB" in line for line in table)

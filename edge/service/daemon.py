@@ -381,6 +381,15 @@ class Daemon:
         if now >= self._next_health:
             self._next_health = now + self.settings.health_interval_s
             self.dispatch(self.health(now))
+            self._send_summary()
+
+    def _send_summary(self) -> None:
+        """The history's daily summary, when its writer has a new one: MQTT keeps it retained on .../summary."""
+        for sink in self.outputs.sinks:
+            take = getattr(sink, "take_summary", None)
+            summary = take() if take is not None else None
+            if summary is not None:
+                self.dispatch(summary)
 
     @property
     def seconds_seen(self) -> float:
@@ -491,6 +500,10 @@ class Daemon:
             self.source.close()
         if self.keeper is not None:
             self.keeper.close()
+        for sink in self.outputs.sinks:  # the history first: its last minutes written, the summary goes out while MQTT is up
+            if hasattr(sink, "take_summary"):
+                _close(sink)
+                self._send_summary()
         self.outputs.close()
         log.info("stopped after %.1f s of audio, %d windows", self.seconds_seen, self.windows)
 

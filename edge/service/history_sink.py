@@ -61,6 +61,7 @@ class HistorySink:
         self._minute: Minute | None = None
         self._labels = frozenset(source.labels)
         self.dropped = 0
+        self._closed = False
         self._queue: queue.Queue = queue.Queue(QUEUE_MINUTES)
         self.writer = HistoryWriter(path, settings, source, self._queue)
         self.writer.start()
@@ -85,13 +86,20 @@ class HistorySink:
             counts[event["emotion"]] = counts.get(event["emotion"], 0) + 1
 
     def close(self) -> None:
-        """Hand over the open minute and wait (at most CLOSE_TIMEOUT_S) for the writer to commit everything."""
+        """Hand over the open minute and wait (at most CLOSE_TIMEOUT_S) for the writer to commit everything; once."""
+        if self._closed:
+            return
+        self._closed = True
         self._hand_over()
         self.writer.stop(CLOSE_TIMEOUT_S)
 
     @property
     def status(self) -> str:
         return self.writer.status
+
+    def take_summary(self) -> dict | None:
+        """Today's and yesterday's figures (``edge.history.daily_summary``) when they changed since the last call, else None."""
+        return self.writer.take_summary()
 
     # -- internals ----------------------------------------------------------------------------------
 
@@ -134,6 +142,9 @@ class HistoryWriter(threading.Thread):
         self._opened = False  # the first open checks the file (quick_check); reopening after a failure does not
         self._next_housekeeping = 0.0
         self._stopping = threading.Event()
+        self._summary_lock = threading.Lock()
+        self._summary: dict | None = None  # the newest daily summary, until the audio loop takes it
+        self._summary_sent: dict | None = None
 
     @property
     def status(self) -> str:
@@ -192,6 +203,25 @@ class HistoryWriter(threading.Thread):
         self.written += len(self.waiting)
         self.waiting.clear()
         self._recovered()
+        self._summarise()
+
+    def _summarise(self) -> None:
+        """Today's and yesterday's figures from the database (earlier runs of the day included), for the audio loop to send on."""
+        try:
+            summary = history.daily_summary(self._db)
+        except sqlite3.Error as exc:
+            log.debug("history: no daily summary (%s)", exc)
+            return
+        with self._summary_lock:
+            if summary != self._summary_sent:
+                self._summary = summary
+
+    def take_summary(self) -> dict | None:
+        with self._summary_lock:
+            summary, self._summary = self._summary, None
+            if summary is not None:
+                self._summary_sent = summary
+            return summary
 
     def _connected(self) -> bool:
         if self._db is not None:
@@ -222,6 +252,7 @@ class HistoryWriter(threading.Thread):
         except sqlite3.Error as exc:
             self._failed(exc)
             return
+        self._summarise()  # at start, and past midnight even without a minute written
         if old:
             log.info("history: deleted %d minute(s) older than %g days", old, self.settings.keep_days)
         if big:

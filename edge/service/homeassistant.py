@@ -12,6 +12,8 @@ Every entity belongs to one device ("Speech emotion {device_id}"), carries the s
   triggers on ("when the driver is angry").
 - diagnostic entities from the health event: "CPU share" (%), "Alerts waiting" (the queue), "Audio input"
   (listening or not, with the source's name and overflows) and, with a voice profile, "Voice profile speech" (s).
+- with a history ([history]), from the daily summary: "{Emotion} today" per alert rule (its share of today's
+  speech, %, with yesterday's share and both days' alerts as attributes) and "Speech today" (s).
 
 Config topics are ``{discovery_prefix}/{component}/{device_id}/{key}/config``: the device id is the
 topic's node id, which Home Assistant documents for exactly this, so the sink can subscribe to
@@ -34,6 +36,7 @@ from pathlib import Path
 
 from edge import __version__
 from edge.files import read_regular, why
+from edge.history import database_path
 from edge.policy import SILENCE
 from edge.settings import MqttSettings, ServiceSettings
 
@@ -56,13 +59,16 @@ class Capabilities:
     """Emotions with an alert rule in the running policy: the alert event's types and one binary sensor each."""
     profile: bool = False
     """A voice profile is in use: its speech seconds become a diagnostic sensor."""
+    history: bool = False
+    """A history is kept ([history]): the daily summary on .../summary, today's share of each alert label, speech today."""
 
 
 def capabilities(settings: ServiceSettings, labels: Sequence[str]) -> Capabilities:
     """What a service running ``settings`` with a model of these ``labels`` offers (rules for other labels are left out)."""
     labels = tuple(labels)
     alerts = tuple(r.emotion for r in settings.policy.rules if not labels or r.emotion in labels)
-    return Capabilities(labels=labels, alerts=alerts, profile=bool(settings.profile.path))
+    history = database_path(settings) is not None
+    return Capabilities(labels=labels, alerts=alerts, profile=bool(settings.profile.path), history=history)
 
 
 @dataclass(frozen=True)
@@ -201,10 +207,61 @@ def diagnostic_entities(s: MqttSettings, caps: Capabilities) -> Iterator[Entity]
         )
 
 
+def history_entities(s: MqttSettings, caps: Capabilities) -> Iterator[Entity]:
+    """From the history's daily summary (retained on .../summary): today's share of speech per alert label, and speech today.
+
+    Each share sensor carries yesterday's share and both days' alert counts as attributes, for a carer's trend card.
+    """
+    if not caps.history:
+        return
+    summary = s.topic("summary")
+    for emotion in caps.alerts:
+        label = json.dumps(emotion, ensure_ascii=False)
+        yield Entity(
+            "sensor",
+            f"today_{emotion_key(emotion)}",
+            {
+                "name": f"{emotion.capitalize()} today",
+                "state_topic": summary,
+                # The share of today's speech the model heard as this emotion; 0 until there is speech.
+                "value_template": "{{ (100 * (value_json.today.shares[" + label + "] | default(0))) | round(1) }}",
+                "json_attributes_topic": summary,
+                "json_attributes_template": "{{ {'yesterday': (100 * (value_json.yesterday.shares["
+                + label
+                + "] | default(0))) | round(1), 'alerts_today': value_json.today.alerts["
+                + label
+                + "] | default(0), 'alerts_yesterday': value_json.yesterday.alerts["
+                + label
+                + "] | default(0), 'date': value_json.date} | tojson }}",
+                "unit_of_measurement": "%",
+                "state_class": "measurement",
+                "suggested_display_precision": 0,
+                "icon": "mdi:chart-timeline-variant",
+            },
+        )
+    yield Entity(
+        "sensor",
+        "speech_today",
+        {
+            "name": "Speech today",
+            "state_topic": summary,
+            "value_template": "{{ value_json.today.speech_s }}",
+            "json_attributes_topic": summary,
+            "json_attributes_template": "{{ {'heard_s': value_json.today.heard_s, 'yesterday_s': value_json.yesterday.speech_s} | tojson }}",
+            "device_class": "duration",
+            "unit_of_measurement": "s",
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+            "icon": "mdi:account-voice",
+        },
+    )
+
+
 ENTITY_GROUPS: tuple[Callable[[MqttSettings, Capabilities], Iterable[Entity]], ...] = (
     emotion_entities,
     alert_entities,
     diagnostic_entities,
+    history_entities,
 )
 """Every entity of the device comes from one of these, in this order."""
 

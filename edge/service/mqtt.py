@@ -9,6 +9,8 @@ Topics, under ``{topic_prefix}/{device_id}``:
 - ``event``: each alert and alert end as it happens, for Home Assistant's event entity
   (``{"event_type": "angry"|"angry_end", ...the alert}``), not retained and not queued: an alert that
   started while the broker was away is announced when it returns only if it is still active.
+- ``summary``: with a history (``[history]``), today's and yesterday's speech, shares per label and
+  alerts (``edge.history.daily_summary``), retained, renewed as minutes are written.
 - ``health``: the periodic health event, QoS 0; ``window``: every window, only with ``publish_windows``.
 Home Assistant discovery is :mod:`edge.service.homeassistant`. On every connect the sink publishes the
 configs it wants (retained) and removes, with an empty retained payload, every config it published
@@ -71,6 +73,8 @@ SUSPECT_AFTER_SHORT_SESSIONS = 2
 going down (its end is logged as a lost connection, and the reconnection is then refused)."""
 QUEUED_TYPES = ("alert", "alert_end")
 """Events that go through the persistent queue: they must arrive, in order."""
+RETAINED_TYPES = ("state", "summary")
+"""Events kept retained on the topic of their type: the smoothed state, and the history's daily summary."""
 
 
 class MqttConfigError(ConfigError):
@@ -172,7 +176,7 @@ class MqttSink:
         self._lock = threading.Lock()
         self._client = None
         self._connected = False
-        self._latest_state: dict | None = None
+        self._latest: dict[str, dict] = {}  # the last state and daily summary, re-sent on every connect
         self._active: dict[str, str] = {}  # alert id -> emotion, for alert_active
         # _acks guards the in-flight map {mid: queue seq}; on_publish takes only this one.
         self._acks = threading.Condition(threading.Lock())
@@ -239,11 +243,11 @@ class MqttSink:
                     log.info(
                         "MQTT broker %s not connected: %s %s queued (%d waiting)", self._address, kind, event.get("id"), len(self._queue)
                     )
-        elif kind == "state":
+        elif kind in RETAINED_TYPES:  # the latest of each, retained, and again on every connect
             with self._lock:
-                self._latest_state = dict(event)
+                self._latest[kind] = dict(event)
                 if self._connected and not self._closed:
-                    self._publish(self.settings.topic("state"), _dumps(event), self.settings.qos, retain=True)
+                    self._publish(self.settings.topic(kind), _dumps(event), self.settings.qos, retain=True)
         elif kind == "health":
             self._publish_if_connected(self.settings.topic("health"), event)
         elif kind == "window" and self.settings.publish_windows:
@@ -493,8 +497,8 @@ class MqttSink:
             self._client = client
             self._publish(s.topic("availability"), "online", s.qos, retain=True)
             self._sync_discovery(client)
-            if self._latest_state is not None:
-                self._publish(s.topic("state"), _dumps(self._latest_state), s.qos, retain=True)
+            for kind, latest in self._latest.items():
+                self._publish(s.topic(kind), _dumps(latest), s.qos, retain=True)
             backlog = self._queue.items()
             for seq, event in backlog:
                 self._publish(s.topic("alert"), _dumps(event), s.qos, retain=False, seq=seq)
