@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -338,18 +339,21 @@ def test_a_database_locked_by_another_writer_at_start_is_moved_aside(tmp_path, c
     assert check_consistent(path) == 1
 
 
-def _mount_namespace_works() -> bool:
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True
-    )
-    return probe.returncode == 0
+@pytest.fixture(scope="module")
+def mounts() -> None:
+    """Skips unless this process may make a private mount namespace and mount a tmpfs in it (root, as CI runs)."""
+    works = os.geteuid() == 0 and shutil.which("unshare") is not None
+    if works:
+        probe = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"]
+        works = subprocess.run(probe, capture_output=True).returncode == 0
+    if not works:
+        pytest.skip("needs root and mount namespaces (unshare) to make a full or read-only disk")
 
 
-needs_mounts = pytest.mark.skipif(
-    not _mount_namespace_works(), reason="needs root and mount namespaces (unshare) to make a full or read-only disk"
-)
+def waited_minutes(stderr: str) -> int:
+    """The minutes heard after the disk refused them: the service says how many it could not write when it stops."""
+    found = re.search(r"history: (\d+) minute\(s\) could not be written before stopping", stderr)
+    return int(found.group(1)) if found else 0
 
 
 def _run_on_tmpfs(tmp_path, speech_file, tiny_model_path, setup: str) -> subprocess.CompletedProcess:
@@ -367,8 +371,7 @@ def _run_on_tmpfs(tmp_path, speech_file, tiny_model_path, setup: str) -> subproc
     )
 
 
-@needs_mounts
-def test_a_full_disk_is_reported_once_and_listening_goes_on(tmp_path, speech_file, tiny_model_path):
+def test_a_full_disk_is_reported_once_and_listening_goes_on(mounts, tmp_path, speech_file, tiny_model_path):
     # 128 KB: the database and its WAL take a few minutes, then the disk is full.
     proc = _run_on_tmpfs(tmp_path, speech_file, tiny_model_path, "mount -t tmpfs -o size=128k tmpfs {disk}")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -378,12 +381,10 @@ def test_a_full_disk_is_reported_once_and_listening_goes_on(tmp_path, speech_fil
     opened = next(i for i, line in enumerate(lines) if "history: a per-minute history in" in line)
     assert opened < lines.index(errors[0])  # it was writing when the disk filled
     assert "the disk is full" in errors[0] and "listening goes on" in errors[0]
-    windows = sum('"type":"window"' in line.replace(" ", "") for line in proc.stdout.splitlines())
-    assert windows > 10 * 60 * 2  # over ten minutes of audio classified after the disk filled
+    assert waited_minutes(proc.stderr) >= 2, proc.stderr[-3000:]  # minutes heard after the disk filled: listening went on
 
 
-@needs_mounts
-def test_a_read_only_disk_is_reported_once_and_listening_goes_on(tmp_path, speech_file, tiny_model_path):
+def test_a_read_only_disk_is_reported_once_and_listening_goes_on(mounts, tmp_path, speech_file, tiny_model_path):
     setup = (
         "mount -t tmpfs -o size=4m tmpfs {disk}; "
         "{python} -c \"from edge import history; history.open_for_writing('{disk}/history.sqlite').close()\"; "
@@ -394,7 +395,7 @@ def test_a_read_only_disk_is_reported_once_and_listening_goes_on(tmp_path, speec
     errors = [line for line in proc.stderr.splitlines() if "history: cannot write" in line]
     assert len(errors) == 1, proc.stderr[-3000:]
     assert "read-only" in errors[0] and "listening goes on" in errors[0]
-    assert sum('"type":"window"' in line.replace(" ", "") for line in proc.stdout.splitlines()) > 10 * 60 * 2
+    assert waited_minutes(proc.stderr) >= 2, proc.stderr[-3000:]
 
 
 def test_a_disk_that_comes_back_gets_the_minutes_that_waited(tmp_path, monkeypatch, caplog):
