@@ -40,6 +40,7 @@ FILE_NAME = "history.sqlite"
 EXAMPLE_PATH = "/var/lib/ser-edge/history.sqlite"
 MINUTE_S = 60
 BUSY_TIMEOUT_MS = 3000  # a `history --delete` or a reader holds the lock for milliseconds; 3 s is patience, not a hang
+START_BUSY_TIMEOUT_MS = 10_000  # at start (in the writer's thread): outlasts a `--delete-all` rebuilding a full database
 PERIODS = {
     # How each grouping names a period, in the device's local time. A week is named by its Monday.
     "hour": ("%Y-%m-%d %H:00", ()),
@@ -193,7 +194,7 @@ def _prepare(path: str | os.PathLike, check: bool = True) -> sqlite3.Connection:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = connect(path)
     try:
-        db.execute("PRAGMA busy_timeout = 1000")  # at start another writer's lock is a fault to act on, not a wait
+        db.execute(f"PRAGMA busy_timeout = {START_BUSY_TIMEOUT_MS}")  # a lock held longer than this at start is a fault
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise HistoryError(f"history database {path} was written by a newer ser-edge (schema {version}); upgrade, or move it away")

@@ -320,7 +320,8 @@ def test_a_database_damaged_inside_is_moved_aside(tmp_path):
     assert check_consistent(path) == 0
 
 
-def test_a_database_locked_by_another_writer_at_start_is_moved_aside(tmp_path, caplog):
+def test_a_database_locked_by_another_writer_at_start_is_moved_aside(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(history, "START_BUSY_TIMEOUT_MS", 300)  # the service waits 10 s before it calls a lock stuck
     path = tmp_path / "history.sqlite"
     write_db(path, synthetic_minutes(date(2026, 1, 1), 1, per_day=2))
     holder = sqlite3.connect(path, isolation_level=None)
