@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keras", default=None, help="the float twin of --base when it is a .tflite")
     p.add_argument("--corpus", required=True, help="the new corpus: half its speakers give labelled clips, the other half are tested")
     p.add_argument("--shots", default="0,5,10,20,50", help="labelled clips per emotion to try (default 0,5,10,20,50)")
+    p.add_argument("--repeats", type=int, default=3, help="draws of clips per point, averaged (default 3)")
     p.add_argument("--out", default="runs/curve", help="folder for curve.json, curve.png and one run per point")
     p.add_argument("--cache", default="cache", help="feature cache folder (safe to delete)")
     p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")

@@ -36,7 +36,7 @@ from training.train import (
     sample_weights,
     targets,
 )
-from training.windows import window_set
+from training.windows import fit_normalization, window_set
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,11 @@ class AdaptSettings:
     """Augmented audio copies of each labelled clip (noise, gain, pitch, tempo), besides the clip itself."""
     seed: int = 7
     """Seed for the order of windows and the warps."""
+    layers: str = "all"
+    """all: every layer moves (batch norm frozen); head: only the last dense layer of each network."""
+    renormalize: bool = False
+    """Measure the normalisation's mean and spread on the new clips instead of keeping the training population's
+    (a new corpus, microphone or language brings its own level and colour; the statistics need no labels)."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -136,7 +141,9 @@ def adapt(
     from training.augment import vtlp_matrices
 
     vtlp = tuple(train_settings.vtlp_range) != (1.0, 1.0)
-    norm = base.normalization
+    norm = fit_normalization(base.normalization.kind, train_ws) if settings.renormalize else base.normalization
+    if settings.renormalize and norm.kind == "window":
+        norm = base.normalization
 
     def take(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         windows = train_ws.take(index)
@@ -148,9 +155,13 @@ def adapt(
 
     _configure_tensorflow(settings.seed, threads)
     model = keras.models.load_model(base.keras_path, compile=False)
+    if settings.layers not in ("all", "head"):
+        raise ValueError(f"layers={settings.layers!r}: choose all or head")
     for layer in _layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # inference-mode statistics: a few dozen clips cannot estimate them
+        elif settings.layers == "head" and layer.weights and not isinstance(layer, keras.layers.Dense):
+            layer.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=masked_crossentropy(len(labels)))
     batches = _batches(
         take, y_true, weights, dataclasses.replace(train_settings, batch_size=settings.batch_size, mixup_alpha=0.0), settings.seed
@@ -202,11 +213,12 @@ def learning_curve(
     seed: int = 0,
     workers: int = 2,
     threads: int = 2,
+    repeats: int = 3,
 ) -> dict:
     """UA on half of ``corpus``'s speakers after adapting on ``k`` labelled clips per emotion of its other half, for each k.
 
     ``base`` must never have heard ``corpus`` (e.g. the fold of a leave-one-corpus-out run that held it out).
-    k = 0 is the base model as it is (zero-shot).
+    k = 0 is the base model as it is (zero-shot); every other k is the mean over ``repeats`` draws of clips.
     """
     import keras
 
@@ -227,25 +239,28 @@ def learning_curve(
         [features[(c.path, 0)] for c in test], train_settings.frontend, train_settings.window_s, train_settings.hop_s, base.labels
     )
     rows = []
+
+    def score(model, norm) -> dict:
+        windows = (test_ws.take(np.arange(i, min(i + 512, len(test_ws)))) for i in range(0, len(test_ws), 512))
+        probs = np.concatenate([model.predict(norm.apply(w), verbose=0) for w in windows])
+        return evaluate_clips(None, test_ws, base.labels, per_corpus, probs)[1][corpus]
+
+    zero = score(keras.models.load_model(base.keras_path, compile=False), base.normalization)
     for k in shots:
         if k == 0:
-            model = keras.models.load_model(base.keras_path, compile=False)
-            used = 0
-        else:
-            chosen = [c for label in per_corpus[corpus] for c in _pick([c for c in pool if c.label == label], k, rng)]
-            adapt(base, chosen, out_dir / f"shots{k}", settings, cache_dir, (), workers, threads, progress=False, features=features)
-            model = keras.models.load_model(out_dir / f"shots{k}" / "model.keras", compile=False)
-            used = len(chosen)
-        norm = base.normalization
-        probs = np.concatenate(
-            [
-                model.predict(norm.apply(test_ws.take(np.arange(i, min(i + 512, len(test_ws))))), verbose=0)
-                for i in range(0, len(test_ws), 512)
-            ]
+            rows.append({"shots_per_label": 0, "clips": 0, "ua_restricted": zero["ua_restricted"], "ua": zero["ua"], "draws": []})
+            continue
+        draws = []
+        for draw in range(repeats):  # each draw its own clips: which few clips a user labels moves the result
+            pick = np.random.default_rng([seed, k, draw])
+            chosen = [c for label in per_corpus[corpus] for c in _pick([c for c in pool if c.label == label], k, pick)]
+            run = out_dir / f"shots{k}-{draw}"
+            adapt(base, chosen, run, settings, cache_dir, (), workers, threads, progress=False, features=features)
+            draws.append(score(keras.models.load_model(run / "model.keras", compile=False), _run_normalization(run))["ua_restricted"])
+        rows.append(
+            {"shots_per_label": k, "clips": len(chosen), "ua_restricted": round(float(np.mean(draws)), 4), "ua": None, "draws": draws}
         )
-        _, scores = evaluate_clips(None, test_ws, base.labels, per_corpus, probs)
-        rows.append({"shots_per_label": k, "clips": used, "ua_restricted": scores[corpus]["ua_restricted"], "ua": scores[corpus]["ua"]})
-        log.info("%d clips per label: restricted UA %.3f on %s", k, scores[corpus]["ua_restricted"], ", ".join(tested))
+        log.info("%d clips per label: restricted UA %.3f (draws %s) on %s", k, rows[-1]["ua_restricted"], draws, ", ".join(tested))
     result = {
         "corpus": corpus,
         "adapted_on": sorted(set(speakers) - set(tested)),
@@ -257,6 +272,11 @@ def learning_curve(
     (out_dir / "curve.json").write_text(json.dumps(result, indent=2) + "\n")
     _plot_curve(result, out_dir / "curve.png")
     return result
+
+
+def _run_normalization(run_dir: Path) -> Normalization:
+    data = json.loads((run_dir / "report.json").read_text())["normalization"]
+    return Normalization(**{key: tuple(v) if isinstance(v, list) else v for key, v in data.items()})
 
 
 def _pick(candidates: list[Clip], k: int, rng: np.random.Generator) -> list[Clip]:
@@ -271,7 +291,9 @@ def _plot_curve(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     k = [r["shots_per_label"] for r in result["rows"]]
     ua = [100 * r["ua_restricted"] for r in result["rows"]]
-    ax.plot(k, ua, "-o")
+    ax.plot(k, ua, "-o", label="mean of the draws")
+    for row in result["rows"]:
+        ax.plot([row["shots_per_label"]] * len(row["draws"]), [100 * d for d in row["draws"]], ".", color="grey", alpha=0.6)
     for x, y in zip(k, ua, strict=True):
         ax.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     ax.set_xlabel("labelled clips per emotion (from other speakers of the corpus)")
