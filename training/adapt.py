@@ -56,7 +56,8 @@ class AdaptSettings:
     seed: int = 7
     """Seed for the order of windows and the warps."""
     layers: str = "all"
-    """all: every layer moves (batch norm frozen); head: only the last dense layer of each network."""
+    """all: every layer moves (batch norm frozen); head: only the last dense layer of each network; top: all but the
+    first convolution block (the low-level spectral filters stay as training made them)."""
     renormalize: bool = False
     """Measure the normalisation's mean and spread on the new clips instead of keeping the training population's
     (a new corpus, microphone or language brings its own level and colour; the statistics need no labels)."""
@@ -155,12 +156,14 @@ def adapt(
 
     _configure_tensorflow(settings.seed, threads)
     model = keras.models.load_model(base.keras_path, compile=False)
-    if settings.layers not in ("all", "head"):
-        raise ValueError(f"layers={settings.layers!r}: choose all or head")
+    if settings.layers not in ("all", "head", "top"):
+        raise ValueError(f"layers={settings.layers!r}: choose all, top or head")
     for layer in _layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # inference-mode statistics: a few dozen clips cannot estimate them
         elif settings.layers == "head" and layer.weights and not isinstance(layer, keras.layers.Dense):
+            layer.trainable = False
+        elif settings.layers == "top" and layer.name in ("conv0", "dw0"):
             layer.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=masked_crossentropy(len(labels)))
     batches = _batches(
