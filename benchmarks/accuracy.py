@@ -276,9 +276,10 @@ def run(args) -> int:
     t0 = time.monotonic()
     predict, sizes, paths = predictors(int8, keras_path)
     features = condition_features(clips, contract, SNRS_DB, CarNoise(CACHE / "car_noise_eval"))
-    results, top1 = {}, {}
+    results, top1, gate = {}, {}, {}
     for snr in SNRS_DB:
         ws = window_set(features[snr], contract.frontend, contract.window_s, contract.hop_s, contract.labels, contract.speech)
+        gate[snr] = ws.speech
         for variant in VARIANTS:
             per_clip, scores = evaluate_clips(predict[variant], ws, contract.labels, per_corpus)
             results[(variant, snr)] = scores
@@ -333,6 +334,16 @@ def run(args) -> int:
         for c in corpora
     ]
     corpus_snr_table = markdown_table(["corpus (full-int8 TFLite)", *[snr_name(s) for s in SNRS_DB]], int8_rows)
+    # The speech gate against noise: of the windows it passes in the clean clips, the share it still passes in noise.
+    clean = gate[None]
+    gate_row = [f"{100 * np.mean(gate[s][clean]):.1f} %" if clean.any() else "-" for s in SNRS_DB]
+    gate_table = markdown_table(
+        [f"speech gate ({contract.speech.detector})", *[snr_name(s) for s in SNRS_DB]],
+        [
+            ["windows passed, of those passed clean", *gate_row],
+            ["windows passed, of all", *[f"{100 * np.mean(gate[s]):.1f} %" for s in SNRS_DB]],
+        ],
+    )
 
     plot_path = Path(args.plot)
     title = f"{int8.stem}: accuracy in car noise, {len(clips)} clips of {len(speakers)} validation speakers"
@@ -369,9 +380,13 @@ def run(args) -> int:
         "",
         snr_table,
         "",
-        "The int8 model per corpus (the validation set is mostly TESS, whose 1,400 clips dominate the rows above):",
+        "The int8 model per corpus (pooled rows weigh each corpus by its clips; TESS's YAF has the most):",
         "",
         corpus_snr_table,
+        "",
+        "The speech gate in the same noise: the share of windows it still passes (a clip's verdict averages only those):",
+        "",
+        gate_table,
         "",
         f"![accuracy against SNR]({plot_path.name})" if plot_path.parent == DEFAULT_PLOT.parent else f"Plot: `{plot_path}`",
     ]

@@ -69,6 +69,8 @@ def test_accuracy_quick_prints_tables_and_draws_the_plot(data_dir, tmp_path):
     for corpus in ("ravdess", "savee", "tess"):
         (row,) = table_rows(proc.stdout, corpus)  # the int8 model's row for it against SNR
         assert len(row) == 6 and all("(" in cell for cell in row[1:])
+    (passed,) = table_rows(proc.stdout, "windows passed, of those passed clean")  # the speech gate against SNR
+    assert passed[1] == "100.0 %" and all(cell.endswith(" %") for cell in passed[2:])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
