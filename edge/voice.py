@@ -7,6 +7,7 @@ The profile itself (its statistics, file format and atomic save) is ``edge.profi
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from edge.files import what_is
 from edge.profile import ProfileError, VoiceProfile
 
 log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 3.0  # stopping waits this long at most for the last save
 
 
 def load_profile(path: str | Path, contract=None) -> VoiceProfile:
@@ -53,9 +56,11 @@ def health(classifier) -> dict | None:
 class ProfileKeeper:
     """Saves the profile a running classifier adapts, atomically, every ``interval_s`` and on ``close``.
 
-    A save is a temporary file, fsync and rename (``edge.profile.write_atomically``): a power cut or a
-    SIGKILL during one leaves the previous profile or the new one, never a broken file. A failed save
-    is logged in one sentence and tried again at the next interval; it never stops the service.
+    ``tick`` runs in the audio loop: when a save is due it takes the profile as adapted now (a few
+    dozen numbers) and hands it to a thread of its own, which writes it; the loop never waits on the
+    disk. A save is a temporary file, fsync and rename (``edge.profile.write_atomically``): a power cut
+    or a SIGKILL during one leaves the previous profile or the new one, never a broken file. A failed
+    save is logged in one sentence and tried again at the next interval; it never stops the service.
     """
 
     def __init__(self, classifier, path: str | Path, interval_s: float, clock=time.monotonic) -> None:
@@ -66,31 +71,65 @@ class ProfileKeeper:
         self._next = clock() + interval_s
         self._saved = self._key(classifier.current_profile())
         self.saves = 0
+        self._pending: VoiceProfile | None = None  # the newest profile handed over and not yet written
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._writer: threading.Thread | None = None  # started at the first save: one writer, never two
 
     @staticmethod
     def _key(profile: VoiceProfile | None):
         return None if profile is None else (profile.mean, profile.std, profile.speech_s)
 
     def tick(self, now: float | None = None) -> None:
+        """In the audio loop: when a save is due, hand the profile as adapted now to the writer thread."""
         now = self._clock() if now is None else now
         if now >= self._next:
             self._next = now + self.interval_s
-            self.save()
+            self._hand_over(self.classifier.current_profile())
 
-    def save(self) -> bool:
-        """Write the profile as adapted now, if it changed since the last save; True when written."""
+    def close(self) -> None:
+        """Save the profile as adapted now and wait (at most CLOSE_TIMEOUT_S) for it to be written."""
         profile = self.classifier.current_profile()
+        if self._writer is None:  # nothing was handed over yet: no thread to wait for
+            self._write(profile)
+            return
+        self._hand_over(profile, last=True)
+        self._writer.join(CLOSE_TIMEOUT_S)
+        if self._writer.is_alive():
+            log.warning(
+                "the voice profile %s was not saved within %.0f s of stopping (the disk is slow or busy)", self.path, CLOSE_TIMEOUT_S
+            )
+
+    def _hand_over(self, profile: VoiceProfile | None, last: bool = False) -> None:
+        with self._lock:
+            self._pending = profile
+            self._stopping = self._stopping or last
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._run, name="profile-saver", daemon=True)
+            self._writer.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                profile, self._pending = self._pending, None
+                last = self._stopping  # set with the last profile: this is it
+            self._write(profile)
+            if last:
+                return
+
+    def _write(self, profile: VoiceProfile | None) -> None:
+        """Write ``profile`` if it changed since the last save."""
         if profile is None or self._key(profile) == self._saved:
-            return False
+            return
         try:
             profile.save(self.path)
         except (OSError, ProfileError) as exc:
             log.error("cannot save the voice profile %s (%s); the adapted statistics are kept in memory", self.path, exc)
-            return False
+            return
         self._saved = self._key(profile)
         self.saves += 1
         log.debug("voice profile saved to %s (%.0f s of speech)", self.path, profile.speech_s)
-        return True
-
-    def close(self) -> None:
-        self.save()

@@ -207,3 +207,30 @@ while True:
         if path.exists():
             VoiceProfile.load(path, Model(tiny_model_path).contract)  # raises if half-written
     assert path.exists(), "at least one save happened"
+
+
+def _profile(speech_s: float) -> VoiceProfile:
+    return VoiceProfile(
+        mean=(speech_s, 0.0), std=(1.0, 1.0), speech_s=speech_s, model_sha256="0" * 64, frontend={}, created="2026-11-30T00:00:00+00:00"
+    )
+
+
+def test_the_keeper_writes_from_its_own_thread_and_close_saves_the_last(tmp_path, monkeypatch):
+    """The audio loop's tick only hands the profile over; the writes happen elsewhere, the last one on close."""
+    import threading
+
+    from edge.voice import ProfileKeeper
+
+    writers, written = [], []
+    monkeypatch.setattr(VoiceProfile, "save", lambda self, path: (writers.append(threading.current_thread()), written.append(self)))
+    classifier = types.SimpleNamespace(profile=_profile(60.0))
+    classifier.current_profile = lambda: classifier.profile
+    keeper = ProfileKeeper(classifier, tmp_path / "voice.json", interval_s=300.0, clock=lambda: 0.0)
+    keeper.tick(299.0)
+    classifier.profile = _profile(61.0)
+    keeper.tick(300.0)  # due: handed to the writer
+    classifier.profile = _profile(62.0)
+    keeper.close()
+    assert threading.current_thread() not in writers, "nothing was written in the loop's thread"
+    assert written[-1].speech_s == 62.0 and keeper.saves == len(written), "close saved the profile as it was at the stop"
+    assert [p.speech_s for p in written] in ([61.0, 62.0], [62.0]), "an unchanged or superseded profile is not written again"
