@@ -9,8 +9,11 @@ is not regular. Standard library only: the configuration checks paths with this 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
+from pathlib import Path
 
 KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -60,6 +63,36 @@ def read_regular(path: str | os.PathLike, limit: int = SMALL_FILE_BYTES) -> byte
             return f.read(limit)
     finally:
         os.close(fd)
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader or a power cut sees the old file or the new one, never half of one.
+
+    The data goes to a temporary file beside it, is fsynced and renamed over it, and the folder is
+    fsynced so the rename lasts. NotRegularFileError when ``path`` exists and is not a regular file
+    (the rename would replace a device or a FIFO); OSError when it cannot be written, and then no
+    temporary file is left behind. A missing folder is made.
+    """
+    path = Path(path)
+    refuse_unless_regular(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # a file system whose folders cannot be opened or synced
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def why(exc: OSError) -> str:

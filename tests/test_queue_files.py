@@ -195,3 +195,23 @@ def test_the_service_starts_on_a_damaged_queue_file(tmp_path, tiny_model_path, d
     assert "held 2 unreadable line(s)" in proc.stderr and "Traceback" not in proc.stderr
     assert list(tmp_path.glob("mqtt-queue.jsonl.corrupt-*"))
     assert '"a-7"' in path.read_text(), "the readable alert is still waiting for the broker"
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch):
+    from edge.files import NotRegularFileError, write_atomically
+
+    path = tmp_path / "state.json"
+    write_atomically(path, b"old\n")
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomically(path, b"new\n")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    fifo = make("fifo", tmp_path)
+    with pytest.raises(NotRegularFileError, match="FIFO"):
+        write_atomically(fifo, b"new\n")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO is left as it was"

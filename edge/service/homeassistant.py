@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge import __version__
-from edge.files import read_regular, why
+from edge.files import read_regular, why, write_atomically
 from edge.history import database_path
 from edge.policy import SILENCE
 from edge.settings import MqttSettings, ServiceSettings
@@ -412,10 +412,8 @@ class DiscoveryRecord:
     def _save(self) -> None:
         if self.path is None:
             return
-        from edge.profile import write_atomically  # the one atomic save (temporary file, fsync, rename)
-
         data = json.dumps({"config_topics": sorted(self._topics)}, indent=1) + "\n"
         try:
             write_atomically(self.path, data.encode())
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             log.warning("cannot write %s (%s): a later device id could not remove these configs", self.path, exc)

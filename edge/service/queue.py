@@ -1,27 +1,24 @@
 """A bounded, ordered queue of alert events that survives restarts: nothing raised is lost to an outage.
 
 The MQTT sink puts every alert here first and takes it out only when the broker has acknowledged
-it. With a file, every change is written to disk before the call returns, atomically: the new
-content goes to a temporary file beside it, is flushed and fsynced, and replaces the old file
-with ``os.replace``, so a power cut leaves either the old queue or the new one, never half of
-each. The file is JSON lines, one ``{"seq": n, "event": {...}}`` per entry, oldest first, and
+it. With a file, every change is written to disk before the call returns, atomically
+(``edge.files.write_atomically``), so a power cut leaves either the old queue or the new one,
+never half of each. The file is JSON lines, one ``{"seq": n, "event": {...}}`` per entry, oldest first, and
 small: ``max_items`` alerts of a few hundred bytes each.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
 
-from edge.files import read_regular, refuse_unless_regular, what_is, why
+from edge.files import read_regular, what_is, why, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -210,26 +207,13 @@ class AlertQueue:
             self._dirty = False
             return
         data = "".join(json.dumps({"seq": seq, "event": event}, separators=(",", ":")) + "\n" for seq, event in self._items.items())
-        tmp = None
         try:
-            refuse_unless_regular(self.path)  # something else may have been put there since the start
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            tmp = None
-            _fsync_folder(self.path.parent)
+            write_atomically(self.path, data.encode())  # refuses whatever may have been put at the path since the start
             self._dirty = False
         except OSError as exc:
             # Keep running: the entries are still in memory and will be delivered if the
             # broker returns before a restart; only the guarantee across restarts is lost.
             log.error("cannot write the alert queue file %s (%s); undelivered alerts would be lost on restart", self.path, why(exc))
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
 
 def _entry(line: bytes) -> tuple[int, dict] | None:
@@ -259,17 +243,3 @@ def _finite(value) -> bool:
     if isinstance(value, list):
         return all(_finite(v) for v in value)
     return True
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
