@@ -19,7 +19,9 @@ from edge.classifier import StreamingClassifier
 from edge.model import Model
 from edge.policy import AlertRule, PolicySettings
 from edge.service.config import ConfigError, ServiceSettings, settings_from_dict
-from edge.service.daemon import Daemon, Notifier, Outputs, build
+from edge.service.daemon import Daemon, build
+from edge.service.outputs import Outputs
+from edge.service.sd_notify import Notifier
 from edge.service.sources import FileSource
 from edge.settings import SourceSettings
 
@@ -117,7 +119,7 @@ def test_reload_swaps_policy_and_sinks_and_a_bad_config_keeps_the_old_one(tiny_m
 
 
 def test_recording_is_off_by_default_and_writes_only_alert_audio_when_on(tiny_model_path, data_dir, tmp_path, caplog):
-    from edge.service.daemon import build_outputs
+    from edge.service.outputs import build_outputs
     from edge.settings import RecordSettings
 
     assert build_outputs(ServiceSettings()).recorder is None
@@ -350,7 +352,7 @@ def test_build_refuses_a_missing_model_before_opening_anything(data_dir):
 def test_http_serves_the_live_view_fed_by_the_daemon_and_stops_with_it(tiny_model_path, data_dir):
     import urllib.request
 
-    from edge.service.daemon import build_outputs
+    from edge.service.outputs import build_outputs
 
     pytest.importorskip("edge.web.live")
     settings = settings_from_dict({"http": {"enabled": True, "host": "127.0.0.1", "port": 0}, "output": {"enabled": False}})
@@ -491,7 +493,7 @@ def test_reload_takes_a_new_token_from_the_same_token_file(tiny_model_path, data
     import urllib.error
     import urllib.request
 
-    from edge.service.daemon import build_outputs
+    from edge.service.outputs import build_outputs
 
     pytest.importorskip("edge.web.live")
     token_file = tmp_path / "token"
