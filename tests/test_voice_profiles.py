@@ -103,10 +103,24 @@ def test_info_and_profile_show_say_what_it_holds_and_reset_deletes_it(enrolled, 
     assert shown.returncode == 0 and json.loads(shown.stdout)["fits_model"] is True
     copy = tmp_path / "copy.json"
     copy.write_bytes(enrolled.read_bytes())
-    reset = edge("profile", "reset", "--model", tiny_model_path, copy)
-    assert reset.returncode == 0 and not copy.exists()
+    reset = edge("profile", "reset", "--model", tmp_path / "gone.tflite", copy)
+    assert reset.returncode == 0 and not copy.exists(), "deleting a profile needs no model"
     missing = edge("profile", "show", copy)
     assert missing.returncode == 2 and "no such profile" in missing.stderr
+
+
+def test_profile_reset_that_cannot_delete_says_so_in_one_sentence(enrolled, tmp_path, monkeypatch, capsys):
+    from edge.commands import profile as command
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(command.os, "remove", refused)  # as a profile in a folder of another user (root may delete anywhere)
+    assert command.main(types.SimpleNamespace(action="reset", path=str(enrolled), model=None, json=False)) == 1
+    assert enrolled.exists()
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: cannot delete {enrolled} (permission denied); run this as the user who owns it"
+    ]
 
 
 class FakeMicrophone:

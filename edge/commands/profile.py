@@ -24,26 +24,35 @@ def add_parser(sub) -> None:
     )
     p.add_argument("action", choices=("show", "reset"), help="show what it holds, or delete it to start over")
     p.add_argument("path", metavar="PROFILE", help="a profile written by `python -m edge enroll` (or by the service when it adapts)")
-    options.add_model(p)
+    options.add_model(p)  # show: whether the profile fits it
     p.add_argument("--json", action="store_true", help="show: one JSON object")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
+    from edge.files import why
     from edge.model import Model, ModelError
     from edge.profile import ProfileError
     from edge.voice import describe, load_profile
 
     try:
-        profile = load_profile(args.path)
-        contract = Model(args.model).contract
-    except (ProfileError, ModelError, ImportError) as exc:
+        profile = load_profile(args.path)  # reset too: only a profile is deleted, never another file given by mistake
+    except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.action == "reset":
-        os.remove(args.path)  # a regular file: load_profile refused anything else
+        try:
+            os.remove(args.path)
+        except OSError as exc:
+            print(f"error: cannot delete {args.path} ({why(exc)}); run this as the user who owns it", file=sys.stderr)
+            return 1
         print(f"deleted {args.path} ({profile.speech_s:.0f} s of speech); the voice will be learnt afresh", file=sys.stderr)
         return 0
+    try:
+        contract = Model(args.model).contract
+    except (ModelError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     info = {"path": args.path, **describe(profile, contract)}
     if args.json:
         print(json.dumps(info))
