@@ -477,7 +477,7 @@ def test_delete_before_a_date_and_delete_all_forget_for_real(tmp_path):
     ("args", "message"),
     [
         (["--delete"], "--delete needs --before DATE, the first day to keep (or use --delete-all)"),
-        (["--before", "2026-01-01"], "--delete needs --before DATE"),
+        (["--before", "2026-01-01"], "--before 2026-01-01 only says what --delete deletes; add --delete (nothing was deleted)"),
         (["--delete-all", "--delete", "--before", "2026-01-01"], "--delete-all deletes everything"),
         (["--delete", "--before", "yesterday"], "--before yesterday is not a date: use YYYY-MM-DD"),
         (["--since", "2026-02-30"], "--since 2026-02-30 is not a date"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sqlite3
 import sys
 
@@ -106,10 +107,12 @@ def _forget(args, path: str) -> int:
 
     if args.delete_all and (args.delete or args.before):
         raise history.HistoryError("--delete-all deletes everything; leave out --delete and --before (or use them without it)")
-    if args.delete != bool(args.before):
+    if args.delete and not args.before:
         raise history.HistoryError("--delete needs --before DATE, the first day to keep (or use --delete-all)")
+    if args.before and not args.delete:
+        raise history.HistoryError(f"--before {args.before} only says what --delete deletes; add --delete (nothing was deleted)")
     cutoff = float("inf") if args.delete_all else history.parse_when(args.before, "--before")
-    if not path or not _exists(path):
+    if not os.path.isfile(path):
         raise history.HistoryError(f"there is no history database at {path}; nothing to delete")
     db = history.connect(path)
     try:
@@ -124,12 +127,6 @@ def _forget(args, path: str) -> int:
     what = f"all {n} minute(s) of history" if args.delete_all else f"{n} minute(s) of history before {args.before}"
     print(f"deleted {what} from {path}", file=sys.stderr)
     return 0
-
-
-def _exists(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).is_file()
 
 
 def _hours(seconds: float) -> str:
