@@ -16,7 +16,8 @@ HELP = """\
 Listen continuously and classify the speaker's emotion every half second; a decision
 policy smooths the verdicts and raises an alert when anger or fear lasts a few seconds
 (sadness: longer), then ends it with a clear event. Every event goes to the sinks that
-are on: JSON lines on stdout (always), MQTT, a GPIO pin, the web live view.
+are on: JSON lines on stdout (on unless [output] enabled = false), MQTT, a GPIO pin, the
+web live view, and a per-minute history (`python -m edge history`).
 
 Audio sources (--source):
   mic (default)   a microphone, at its own rate, resampled to 16 kHz; --device picks one
