@@ -99,4 +99,4 @@ def why(exc: OSError) -> str:
     """An OSError in a few words: its own sentence for NotRegularFileError, else the system's reason."""
     if isinstance(exc, NotRegularFileError):
         return str(exc)
-    return (exc.strerror or str(exc)).lower() if exc.strerror else str(exc)
+    return exc.strerror.lower() if exc.strerror else str(exc)

@@ -59,6 +59,7 @@ def main(args, source=None) -> int:
     from edge.files import what_is
     from edge.model import Model, ModelError
     from edge.profile import ProfileError, SpeechStats, VoiceProfile, enough_speech, measure_speech, speech_seconds
+    from edge.service.sources import SourceError
 
     if bool(args.files) == (args.seconds is not None):
         print("error: give recordings (FILE ...) or --seconds S for the microphone, not both or neither", file=sys.stderr)
@@ -92,7 +93,7 @@ def main(args, source=None) -> int:
     else:
         try:
             recorded = _microphone(args, contract, stats, source)
-        except RuntimeError as exc:  # SourceError: no microphone library, no such device
+        except SourceError as exc:  # no microphone library, no such device
             print(f"error: {exc}", file=sys.stderr)
             return 2
         if recorded is None:

@@ -191,7 +191,7 @@ def _check_files(settings: ServiceSettings) -> None:
         if kind is not None:  # the queue is saved by renaming over the path: that would replace a device or a FIFO
             raise refuse("mqtt.queue_file", queue_file, f"it is {kind}, not a regular file; give a file name such as {EXAMPLE_PATH}")
     profile = settings.profile
-    if profile.path and not (profile.adapt and what_is(profile.path) is None and not Path(profile.path).exists()):
+    if profile.path and not (profile.adapt and not Path(profile.path).exists()):
         # Adapting may start a profile of its own where none is yet; anything else needs one made by enroll.
         _need_file("profile.path", profile.path, "make one with `python -m edge enroll --out PATH`")
     history = database_path(settings)

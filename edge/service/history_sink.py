@@ -35,9 +35,8 @@ from edge.settings import HistorySettings
 log = logging.getLogger(__name__)
 
 MINUTE_S = 60
-DRIFT_S = (
-    120.0  # a microphone losing audio (overflows, a reopened device) falls behind the clock; beyond this the minutes follow the clock again
-)
+# A microphone losing audio (overflows, a reopened device) falls behind the clock; beyond this the minutes follow the clock again.
+DRIFT_S = 120.0
 QUEUE_MINUTES = 64  # minutes handed to the writer and not yet taken; it takes them within milliseconds unless its thread is starved
 MAX_WAITING = 1440  # minutes kept in memory while the disk refuses them: a day
 HOUSEKEEPING_S = 3600.0  # retention and the size cap, at start and then hourly
