@@ -61,7 +61,8 @@ CONNECT_TIMEOUT_S = 5.0
 """How long to wait for the TCP connection and then for the broker's CONNACK."""
 CLOSE_BUDGET_S = 1.0
 """Most time close() spends delivering what is pending: a first connection still under way (a short
-file run can end before it completes), then the acknowledgements; systemd gives the whole service 2 s."""
+file run can end before it completes), then the acknowledgements. A stop should take well under 2 s
+(the unit's TimeoutStopSec=10 also covers a slow disk for the history and the voice profile)."""
 JOIN_WAIT_S = 0.3
 """How long close() then waits for the connection thread, which may sit in a blocking connect to a silent host."""
 STABLE_SESSION_S = 10.0
