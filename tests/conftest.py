@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -86,6 +87,16 @@ def find_python(version: str) -> str | None:
         if probe.returncode == 0 and probe.stdout.strip() == wanted:
             return candidate
     return None
+
+
+def wait_until(predicate, timeout_s: float = 30.0) -> bool:
+    """Whether ``predicate()`` came true within ``timeout_s`` (generous: the machine is shared), looking every 20 ms."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 @pytest.fixture(scope="session")

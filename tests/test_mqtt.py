@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from mosquitto import MosquittoBroker, Subscriber, free_port
 
 from edge.service.backoff import BackoffSettings
@@ -36,15 +37,6 @@ def alert_ids(sub: Subscriber, topic: str) -> list[int]:
     acknowledgement was cut by the outage may legitimately arrive twice."""
     ids = [m.json()["id"] for m in sub.on(topic)]
     return list(dict.fromkeys(ids))
-
-
-def wait_until(predicate, timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from mosquitto import Subscriber
 
 from edge.service.config import load_settings
 from edge.service.daemon import build
 
 CLIP = "ravdess/Actor_01/03-01-05-02-01-01-01.flac"
-WAIT_S = 30.0  # the service reconnects with its own backoff (0.5 s doubling): generous on a shared machine
 
 
 def alert(i: int, kind: str = "alert") -> dict:
@@ -26,15 +25,6 @@ def config(path: Path, broker, clip: Path, model: Path, queue_file: str | None, 
         f'[mqtt]\nenabled = true\nhost = "{broker.host}"\nport = {broker.port}\ndevice_id = "car1"\ndiscovery = false\n{queue}{extra}'
     )
     return path
-
-
-def wait_until(predicate, timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def received(sub: Subscriber) -> list[tuple[str, str]]:

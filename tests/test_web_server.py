@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from edge.web import server as web_server
 from edge.web.app import create_app
@@ -38,15 +39,6 @@ def get(port: int, path: str = "/") -> int:
 def multipart(name: str, data: bytes, boundary: str = "ser-edge-test") -> tuple[bytes, dict]:
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'.encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
-def wait_until(predicate, timeout_s: float = DEADLINE_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_many_idle_and_slow_sockets_cost_no_threads_and_the_page_still_answers(tiny_model_path, caplog):
