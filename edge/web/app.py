@@ -101,8 +101,7 @@ def create_app(
     if isinstance(model_path, Model):
         threads = model_path.threads if threads is None else threads
         model_path = model_path.path
-    if token is not None and not token.strip():
-        raise ValueError("the web token is empty; put a long random string in the token file or the [http] token setting")
+    _check_token(token)
     model = Model(model_path, threads=threads)
 
     here = Path(__file__).parent
@@ -145,10 +144,14 @@ def set_history(app: flask.Flask, path: str | None) -> None:
 
 def set_token(app: flask.Flask, token: str | None) -> None:
     """Require ``token`` (None: none, loopback only) from the next request on; a reload of the service calls it."""
-    if token is not None and not token.strip():
-        raise ValueError("the web token is empty; put a long random string in the token file or the [http] token setting")
+    _check_token(token)
     app.extensions["ser_edge"] = dataclasses.replace(app.extensions["ser_edge"], token=token)
     app.config["SER_TOKEN_SET"] = token is not None
+
+
+def _check_token(token: str | None) -> None:
+    if token is not None and not token.strip():
+        raise ValueError("the web token is empty; put a long random string in the token file or the [http] token setting")
 
 
 # --------------------------------------------------------------------------------------------- every request
