@@ -1,6 +1,7 @@
 #!/bin/sh
 # Remove the ser-edge service and its venv. The config (/etc/ser-edge), the state
-# (/var/lib/ser-edge: the MQTT alert queue) and the user stay unless --purge is given.
+# (/var/lib/ser-edge: the MQTT alert queue, the history of verdicts, an adapted voice profile)
+# and the user stay unless --purge is given.
 # Safe to run again. --dry-run prints the steps only.
 set -eu
 
@@ -45,6 +46,6 @@ if [ "$PURGE" = 1 ]; then
     if [ -d "$STATE_DIR" ]; then run rm -rf "$STATE_DIR"; fi
     if id -u "$SVC_USER" >/dev/null 2>&1; then run userdel "$SVC_USER"; fi
 else
-    echo "kept $CONF_DIR, $STATE_DIR and the user $SVC_USER (use --purge to remove them)"
+    echo "kept $CONF_DIR, $STATE_DIR (the alert queue, the history of verdicts, any voice profile) and the user $SVC_USER (use --purge to remove them)"
 fi
 echo "ser-edge removed"
