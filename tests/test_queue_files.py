@@ -28,6 +28,13 @@ def alert(i: int) -> dict:
     return {"type": "alert", "id": f"a-{i}", "emotion": "angry", "score": 0.7}
 
 
+def run_service(config: Path, model: Path, data_dir: Path) -> subprocess.CompletedProcess:
+    """`python -m edge run` with this config on one RAVDESS clip, to its end."""
+    clip = data_dir / "ravdess/Actor_01/03-01-05-02-01-01-01.flac"
+    command = [sys.executable, "-m", "edge", "run", "--config", str(config), "--source", str(clip), "--model", str(model)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=DEADLINE_S * 3, cwd=ROOT)
+
+
 def make(kind: str, folder: Path) -> Path:
     """A path of ``kind`` in ``folder`` that is not a regular file."""
     path = folder / f"queue-{kind}.jsonl"
@@ -91,14 +98,7 @@ def test_the_service_refuses_a_fifo_queue_at_start_in_one_sentence_and_exits(tmp
     fifo = make("fifo", tmp_path)
     config = tmp_path / "config.toml"
     config.write_text(f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nqueue_file = "{fifo}"\n')
-    clip = data_dir / "ravdess/Actor_01/03-01-05-02-01-01-01.flac"
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge", "run", "--config", str(config), "--source", str(clip), "--model", str(tiny_model_path)],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S * 3,
-        cwd=ROOT,
-    )
+    proc = run_service(config, tiny_model_path, data_dir)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [
@@ -183,14 +183,7 @@ def test_the_service_starts_on_a_damaged_queue_file(tmp_path, tiny_model_path, d
     path.write_bytes(b'{"seq": 1e400, "event": {}}\n\xff\xfe\n' + json.dumps({"seq": 7, "event": alert(7)}).encode() + b"\n")
     config = tmp_path / "config.toml"
     config.write_text(f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {free_port()}\nqueue_file = "{path}"\n')
-    clip = data_dir / "ravdess/Actor_01/03-01-05-02-01-01-01.flac"
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge", "run", "--config", str(config), "--source", str(clip), "--model", str(tiny_model_path)],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S * 3,
-        cwd=ROOT,
-    )
+    proc = run_service(config, tiny_model_path, data_dir)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "held 2 unreadable line(s)" in proc.stderr and "Traceback" not in proc.stderr
     assert list(tmp_path.glob("mqtt-queue.jsonl.corrupt-*"))
