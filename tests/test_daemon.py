@@ -526,6 +526,39 @@ def test_reload_takes_a_new_token_from_the_same_token_file(tiny_model_path, data
         daemon.outputs.close()
 
 
+def test_a_reload_that_fails_after_the_page_leaves_the_page_its_old_token(tiny_model_path, data_dir, tmp_path, monkeypatch, caplog):
+    """The new token is checked with the rest and given to the running page only once every new part is built."""
+    from edge.service import outputs
+    from edge.service.outputs import StartError, build_outputs
+
+    pytest.importorskip("edge.web.live")
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token-0123456789abcdef\n")
+    token_file.chmod(0o600)
+    http = {"enabled": True, "port": 0, "token_file": str(token_file)}
+    settings = settings_from_dict({"http": http, "history": {"path": str(tmp_path / "h.sqlite")}, "output": {"enabled": False}})
+    model = Model(tiny_model_path)
+    daemon = Daemon(
+        settings, StreamingClassifier(model), FileSource(str(data_dir / CLIP)), build_outputs(settings, model), notifier=Notifier({})
+    )
+    try:
+        token_file.write_text("new-token-0123456789abcdef\n")
+        changed = {"http": http, "history": {"path": str(tmp_path / "other.sqlite")}, "output": {"enabled": False}}
+
+        def full_disk(settings, model):
+            raise StartError("history.path: the disk is full")
+
+        monkeypatch.setattr(outputs, "_history_sink", full_disk)  # the part built after the page's
+        daemon.reload_settings = lambda: settings_from_dict(changed)
+        daemon.request_reload()
+        with caplog.at_level("ERROR"):
+            daemon._tick()
+        assert "reload failed, keeping the running configuration and outputs: history.path: the disk is full" in caplog.text
+        assert daemon.outputs.web.token == "old-token-0123456789abcdef"
+    finally:
+        daemon.outputs.close()
+
+
 def test_a_model_with_labels_of_its_own_flows_through_the_page_the_daemon_and_mqtt(tmp_path, data_dir, mosquitto_broker):
     """Nothing downstream keeps its own eight emotions: a 4-label model's labels reach every output."""
     from mosquitto import Subscriber

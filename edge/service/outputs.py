@@ -153,6 +153,7 @@ def rebuild_outputs(running: Outputs, new: ServiceSettings, model: Model | None 
     fresh: dict[str, tuple[object, Sink]] = {}
     servers: dict[str, object] = {"http": running.web} if running.web is not None else {}
     later: list[str] = []  # parts that need what the running one holds (the same GPIO pin)
+    new_token: list[str | None] = []  # the running page's next token, given to it once everything else is built
     try:
         for table in OUTPUT_TABLES:
             old = running.parts.get(table)
@@ -162,7 +163,7 @@ def rebuild_outputs(running: Outputs, new: ServiceSettings, model: Model | None 
             if old is not None and old[0] == wanted and (table != "http" or _token_unchanged(new, running.web)):
                 kept[table] = old
             elif table == "http" and old is not None and _same_address(old[0], wanted):
-                _swap_token(running.web, new)  # the same server, a new token: nothing to rebind
+                new_token.append(_page_token(new))  # the same server, a new token: nothing to rebind
                 kept[table] = (wanted, old[1])
             elif table == "gpio" and old is not None and old[0].pin == wanted.pin:
                 later.append(table)
@@ -193,6 +194,8 @@ def rebuild_outputs(running: Outputs, new: ServiceSettings, model: Model | None 
         from edge.web.app import set_history
 
         set_history(servers["http"].app, database_path(new))
+        if new_token:
+            servers["http"].set_token(new_token[0])
     if "mqtt" in fresh:
         old = running.parts.get("mqtt")
         fresh["mqtt"][1].start(replacing=old[1] if old is not None else None)
@@ -214,8 +217,8 @@ def _same_address(old: HttpSettings, new: HttpSettings) -> bool:
     return (old.host, old.port) == (new.host, new.port)
 
 
-def _swap_token(web, settings: ServiceSettings) -> None:
-    """Give the running page the token of the new [http] (it checks the token on every request)."""
+def _page_token(settings: ServiceSettings) -> str | None:
+    """The token of the new [http] for the running page (it checks the token on every request); StartError if unusable."""
     from edge.web.access import is_loopback
 
     try:
@@ -224,7 +227,7 @@ def _swap_token(web, settings: ServiceSettings) -> None:
         raise StartError(str(exc)) from None
     if token is None and not is_loopback(settings.http.host):
         raise StartError(f"refusing to serve {settings.http.host} without a token; set [http] token_file or token")
-    web.set_token(token)
+    return token
 
 
 def _start_web(settings: ServiceSettings, model: Model | None, feed=None):
