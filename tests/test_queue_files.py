@@ -208,3 +208,18 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp
     with pytest.raises(NotRegularFileError, match="FIFO"):
         write_atomically(fifo, b"new\n")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO is left as it was"
+
+
+def test_an_unreadable_queue_file_is_refused_by_the_check_a_reload_makes_before_closing_the_running_sink(tmp_path, monkeypatch):
+    """MqttSink(start=False) checks the path while the old sink still runs; an unreadable file found only at start() was too late."""
+    from edge.service.mqtt import MqttSink
+    from edge.settings import MqttSettings
+
+    path = tmp_path / "mqtt-queue.jsonl"
+    path.write_text(json.dumps({"seq": 1, "event": alert(1)}) + "\n")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: not (Path(p) == path and mode & os.R_OK) and real_access(p, mode))  # root reads all
+    settings = MqttSettings(enabled=True, host="127.0.0.1", queue_file=str(path))
+    with pytest.raises(QueueFileError) as refused:
+        MqttSink(settings, start=False)
+    assert str(refused.value) == f"cannot read the alert queue file {path} (permission denied); fix its permissions or remove it"

@@ -131,7 +131,7 @@ class AlertQueue:
 
     @staticmethod
     def check_path(path: str | Path) -> None:
-        """QueueFileError (one sentence) unless ``path`` can be this queue's file: a regular file or none, in a writable folder."""
+        """QueueFileError (one sentence) unless ``path`` can be this queue's file: a readable regular file or none, in a writable folder."""
         path = Path(path)
         kind = what_is(path)
         if kind == "a folder":
@@ -140,6 +140,8 @@ class AlertQueue:
             raise QueueFileError(
                 f"the alert queue file {path} is {kind}, not a regular file; give the name of a file such as {EXAMPLE_PATH}"
             )
+        if path.exists() and not os.access(path, os.R_OK):  # found now, not once a reload has closed the sink it replaces
+            raise QueueFileError(f"cannot read the alert queue file {path} (permission denied); fix its permissions or remove it")
         folder = path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
