@@ -430,6 +430,22 @@ def test_a_disk_that_comes_back_gets_the_minutes_that_waited(tmp_path, monkeypat
     assert sum("writing to" in m and "again" in m for m in messages) == 1
 
 
+def test_a_database_of_a_newer_ser_edge_is_left_alone_and_reported_in_one_sentence(tmp_path, caplog):
+    path = tmp_path / "h.sqlite"
+    write_db(path, [])
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with caplog.at_level(logging.ERROR, logger="edge.service.history_sink"):
+        sink = HistorySink(HistorySettings(), str(path), SOURCE, hop_s=0.5)
+        sink.close()
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == (
+        f"history: cannot write {path} (history database {path} was written by a newer ser-edge (schema 99); upgrade, or move it away); "
+        "listening goes on and up to a day of minutes waits in memory"
+    )
+    assert not list(tmp_path.glob("h.sqlite.*-*")), "not moved aside: a newer ser-edge may want it back"
+
+
 # --------------------------------------------------------------------------------------------- retention, cap, forgetting
 
 

@@ -261,7 +261,7 @@ class HistoryWriter(threading.Thread):
         """Report a failure once (a different one again); the connection is opened anew at the next try."""
         code = history.error_code(exc) if isinstance(exc, sqlite3.Error) else None
         if isinstance(exc, history.HistoryError):
-            why, fix = str(exc), "see above"
+            why, fix = str(exc), ""  # its sentence says what to do
         elif isinstance(exc, OSError):
             why, fix = (
                 f"its folder cannot be made or used: {exc.strerror or exc}",
@@ -276,7 +276,10 @@ class HistoryWriter(threading.Thread):
             fix = "make the file and its folder writable by this user (or set [history] path)"
         if why != self.problem:
             log.error(
-                "history: cannot write %s (%s); listening goes on and up to a day of minutes waits in memory: %s", self.path, why, fix
+                "history: cannot write %s (%s); listening goes on and up to a day of minutes waits in memory%s",
+                self.path,
+                why,
+                f": {fix}" if fix else "",
             )
             self.problem = why
         if self._db is not None:
