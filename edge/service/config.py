@@ -78,11 +78,11 @@ def read_toml(path: str | Path) -> dict:
     except PermissionError:
         raise ConfigError(f"config file {path} cannot be read (permission denied); make it readable by this user") from None
     except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read ({why(exc)})") from None
+        raise ConfigError(f"config file {path} cannot be read ({why(exc)}); check the path and the disk") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML ({exc})") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
 
 
 def merge(base: dict, overrides: dict) -> dict:
