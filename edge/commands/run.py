@@ -72,7 +72,7 @@ def add_parser(sub) -> None:
     src.add_argument("--realtime", action="store_true", help="file: pace the file in real time instead of as fast as possible")
     src.add_argument("--loop", action="store_true", help="file: start over at the end, until stopped")
     mdl = p.add_argument_group("model")
-    mdl.add_argument("--model", metavar="PATH", help="a .tflite model with its .json beside it (default: the shipped model)")
+    options.add_model(mdl)
     options.add_threads(mdl, default=None)
     mdl.add_argument(
         "--profile",
