@@ -12,8 +12,8 @@ def add_model(p) -> None:
 
 
 def add_threads(p, default: int | None = 1) -> None:
-    shown = f"default: {default}" if default is not None else "default: 1"
-    p.add_argument("--threads", type=int, default=default, metavar="N", help=f"interpreter threads, 1 to 64 ({shown})")
+    shown = default if default is not None else "[model] threads, 1"  # None: the config file's value stands
+    p.add_argument("--threads", type=int, default=default, metavar="N", help=f"interpreter threads, 1 to 64 (default: {shown})")
 
 
 def add_profile(p) -> None:
