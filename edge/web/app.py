@@ -73,8 +73,6 @@ class Page:
     live: LiveFeed | None
     token: str | None
     max_upload_bytes: int
-    profile: VoiceProfile | None = None
-    """The voice profile uploads are normalised against (``serve --profile``); None for the population's."""
     history: str | None = None
     """The service's history database (``edge.history``), read by GET /api/history; None: no history is kept."""
 
@@ -118,7 +116,6 @@ def create_app(
         live=live,
         token=token,
         max_upload_bytes=int(max_upload_bytes),
-        profile=profile,
         history=history,
     )
     app.before_request(check_access)
