@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -102,9 +101,8 @@ def test_classify_names_a_file_it_may_not_read(shared_folder, data_dir):
 def test_run_names_a_folder_or_fifo_given_as_source(tmp_path, kind):
     path = tmp_path / "source.wav"
     path.mkdir() if kind == "folder" else os.mkfifo(path)
-    started = time.monotonic()
-    out = edge("run", "--source", path)
-    assert out.returncode == 2 and time.monotonic() - started < TIMEOUT_S
+    out = edge("run", "--source", path)  # a wait on the FIFO would end in edge()'s timeout
+    assert out.returncode == 2
     what = "a folder" if kind == "folder" else "a FIFO (named pipe)"
     assert lines(out.stderr) == [
         f'error: audio.source = "{path}" is not allowed: it is {what}, not a file; use "mic", "-" or an audio file'
