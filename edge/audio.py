@@ -159,24 +159,13 @@ def decode_audio(source: str | os.PathLike | BinaryIO, name: str, max_duration_s
     """Decode a path or a file-like object (an upload held in memory) as ``read_audio`` does.
 
     ``name`` is what messages call the input. A clip longer than ``max_duration_s`` raises
-    ClipTooLongError before it is decoded.
+    ClipTooLongError before it is decoded (or as soon as that much is read, when its header does not say).
+    The blocks of ``audio_blocks``, end to end.
     """
-    import soundfile as sf  # the device always has it, but importing edge need not load libsndfile
-
-    try:
-        with _opened(source, name) as handle, sf.SoundFile(handle) as f:
-            rate = f.samplerate
-            if max_duration_s is not None and rate > 0 and f.frames / rate > max_duration_s:
-                raise ClipTooLongError(f"{name}: the clip lasts {f.frames / rate:.0f} s; at most {max_duration_s:.0f} s are accepted")
-            _check_complete(f.extra_info, name)
-            data = f.read(dtype="float32", always_2d=True)
-    except AudioError:
-        raise
-    except sf.LibsndfileError as exc:
-        raise _libsndfile_error(exc, name) from None
-    except (RuntimeError, TypeError, ValueError, OSError) as exc:
-        raise AudioError(f"{name}: corrupt or truncated audio ({exc})") from None
-    return check_signal(data, rate, name)
+    blocks = list(audio_blocks(source, name, max_duration_s))
+    if not blocks:
+        raise AudioError(f"{name}: the file contains no samples")
+    return check_signal(np.concatenate([x for x, _ in blocks]), blocks[0][1], name)
 
 
 # libsndfile reads a WAV or AIFF whose data chunk is cut short without an error and only

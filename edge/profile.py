@@ -12,7 +12,6 @@ a voice). Enrolment, continuous adaptation on the device and training's evaluati
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -193,25 +192,14 @@ def utc_now() -> str:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader or a power cut sees the old file or the new one, never half of one.
+    """``edge.files.write_atomically``, with a path that is not a regular file refused as a ProfileError."""
+    from edge.files import NotRegularFileError
+    from edge.files import write_atomically as write
 
-    Refuses a path that exists and is not a regular file (a device, a FIFO, a socket): renaming over it would replace it.
-    """
-    if path.exists() and not path.is_file():
-        raise ProfileError(f"{path} exists and is not a regular file; choose another path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    try:
+        write(path, data)
+    except NotRegularFileError:
+        raise ProfileError(f"{path} exists and is not a regular file; choose another path") from None
 
 
 def measure_speech(blocks, contract, speech=None, stats: SpeechStats | None = None) -> SpeechStats:

@@ -158,12 +158,14 @@ def adapt(
     model = keras.models.load_model(base.keras_path, compile=False)
     if settings.layers not in ("all", "head", "top"):
         raise ValueError(f"layers={settings.layers!r}: choose all, top or head")
+    kept = {
+        "all": lambda layer: False,
+        "head": lambda layer: not isinstance(layer, keras.layers.Dense),
+        "top": lambda layer: layer.name in ("conv0", "dw0"),
+    }
     for layer in _layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False  # inference-mode statistics: a few dozen clips cannot estimate them
-        elif settings.layers == "head" and layer.weights and not isinstance(layer, keras.layers.Dense):
-            layer.trainable = False
-        elif settings.layers == "top" and layer.name in ("conv0", "dw0"):
+        # Batch norm keeps its inference-mode statistics: a few dozen clips cannot estimate them.
+        if isinstance(layer, keras.layers.BatchNormalization) or (layer.weights and kept[settings.layers](layer)):
             layer.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=masked_crossentropy(len(labels)))
     batches = _batches(
