@@ -467,7 +467,8 @@ def train(
     labels = tuple(settings.labels) or labels_of(train_clips)
     per_corpus = corpus_labels(clips)
     log.info("%d training clips, %d held out; labels %s", len(train_clips), len(clips) - len(train_clips), ", ".join(labels))
-    if features is None:
+    own_features = features is None
+    if own_features:
         features = load_features(clips, settings, cache_dir, split, workers, progress)
     variants = range(settings.augment_variants + 1)
     train_features = [features[(c.path, v)] for c in train_clips for v in variants]
@@ -479,6 +480,8 @@ def train(
 
     train_ws = window_set(train_features, frontend, settings.window_s, settings.train_hop_s, labels, settings.speech, speech_only=True)
     del train_features  # the window set holds the frames now
+    if own_features:  # and the augmented copies are not needed again (profiles and scores use the recordings)
+        features = {key: f for key, f in features.items() if key[1] == 0}
     norm = fit_normalization(settings.normalization, train_ws)
     val_ws, test_ws = held_out(VALIDATION), held_out(TEST)
     log.info("%d training windows; %d validation windows", len(train_ws), len(val_ws))

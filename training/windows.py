@@ -140,5 +140,8 @@ def fit_normalization(kind: str, ws: WindowSet) -> Normalization:
             chunk = ws.take(np.arange(start, min(start + 4096, len(ws)))).astype(np.float64)
             var += ((chunk - chunk.mean(axis=1, keepdims=True)) ** 2).sum(axis=(0, 1))
         return Normalization(kind, (), tuple(float(v) for v in np.sqrt(var / (len(ws) * ws.window_frames))))
-    var = weight @ (ws.frames.astype(np.float64) - mean) ** 2 / total
-    return Normalization(kind, tuple(float(v) for v in mean), tuple(float(v) for v in np.sqrt(var)))
+    squares = np.zeros(ws.frames.shape[1])
+    for start in range(0, len(ws.frames), 1 << 18):  # in blocks: the frames as float64 at once would be gigabytes
+        block = ws.frames[start : start + (1 << 18)].astype(np.float64) - mean
+        squares += weight[start : start + (1 << 18)] @ block**2
+    return Normalization(kind, tuple(float(v) for v in mean), tuple(float(v) for v in np.sqrt(squares / total)))
