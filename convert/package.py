@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -175,9 +176,15 @@ def convert_run(
     val = metrics[VALIDATION]
     drop = (val["float"]["all"]["wa"] - val["int8"]["all"]["wa"]) * 100
     problems = []
-    if agreement[VALIDATION] < gates.min_agreement:
+    # One clip in a dozen is 8 %: a small validation set may always lose one clip to a coin-flip between two
+    # labels, so one disagreement is allowed however few the clips (unless the gate asks for more than all of them).
+    n = len(val_ws.clips)
+    disagree = round((1 - agreement[VALIDATION]) * n)
+    allowed = max(math.floor((1 - gates.min_agreement) * n), 1 if gates.min_agreement <= 1 else -1)
+    if disagree > allowed:
         problems.append(
-            f"int8 and float agree on only {agreement[VALIDATION] * 100:.1f} % of validation clips (need {gates.min_agreement * 100:.0f} %)"
+            f"int8 and float agree on only {agreement[VALIDATION] * 100:.1f} % of validation clips "
+            f"(need {gates.min_agreement * 100:.0f} %, or all but one of a few)"
         )
     if drop > gates.max_accuracy_drop_points:
         problems.append(f"int8 validation accuracy is {drop:.1f} points below float (at most {gates.max_accuracy_drop_points} allowed)")

@@ -198,7 +198,7 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     from edge.classifier import StreamingClassifier
     from edge.model import Model
     from training.__main__ import main
-    from training.adapt import learning_curve, load_base
+    from training.adapt import AdaptSettings, learning_curve, load_base
     from training.split import Split
     from training.train import train
 
@@ -245,9 +245,13 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
         for label in four
         for c in [c for c in clips if c.speaker == s and c.label == label][:4]
     ]
+    quick = AdaptSettings(epochs=1, augment_variants=0)
     curve = learning_curve(
-        load_base(tmp_path / "base"), nemo, "nemo", tmp_path / "curve", (0, 2), cache_dir=tmp_path / "cache", workers=1, threads=1
+        load_base(tmp_path / "base"), nemo, "nemo", tmp_path / "curve", (0, 2), quick, tmp_path / "cache", workers=1, threads=1, repeats=2
     )
     assert [r["shots_per_label"] for r in curve["rows"]] == [0, 2] and curve["rows"][1]["clips"] == 2 * 4
+    assert len(curve["rows"][1]["draws"]) == 2 and curve["rows"][1]["ua_restricted"] == pytest.approx(
+        np.mean(curve["rows"][1]["draws"]), abs=1e-4
+    )
     assert len(curve["tested_on"]) == 2 and not set(curve["tested_on"]) & set(curve["adapted_on"])
     assert (tmp_path / "curve" / "curve.png").stat().st_size > 1000
