@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from tiny_model import EMOTIONS
 
 from edge.classifier import StreamingClassifier, clip_windows, frame_windows
@@ -89,6 +92,21 @@ def test_feature_cache_is_reused_and_keyed_by_settings(clips, tmp_path):
     assert len(list((tmp_path / "features").glob("*.npz"))) == 6  # other settings, other entries
     (other,) = extract(few[:1], SMALL, tmp_path, (1,), AugmentSettings(), workers=1, progress=False)
     assert other.mfcc.shape[1] == 13 and not np.array_equal(other.mfcc[:50], first[0].mfcc[:50])
+
+
+def test_feature_cache_follows_the_bytes_not_the_file_times(clips, tmp_path):
+    """A copy of the corpora (new times, same bytes) still hits the cache; changed bytes miss it."""
+    copy = tmp_path / "clip.wav"
+    copy.write_bytes(Path(clips[0].path).read_bytes())
+    clip = dataclasses.replace(clips[0], path=str(copy))
+    extract([clip], SMALL, tmp_path, workers=1, progress=False)
+    os.utime(copy, (1_000_000_000, 1_000_000_000))
+    extract([clip], SMALL, tmp_path, workers=1, progress=False)
+    assert len(list((tmp_path / "features").glob("*.npz"))) == 1
+    audio, rate = sf.read(copy, dtype="float32")
+    sf.write(copy, audio * 0.5, rate, subtype="PCM_16")
+    extract([clip], SMALL, tmp_path, workers=1, progress=False)
+    assert len(list((tmp_path / "features").glob("*.npz"))) == 2
 
 
 def test_augmentation_is_seeded_per_clip_and_variant(clips, tmp_path):

@@ -4,8 +4,9 @@ For every clip (and every augmented variant of a training clip) this stores the 
 frames and the per-frame speech flags that ``edge.classifier.clip_windows`` computes;
 ``edge.classifier.frame_windows`` then cuts the windows and speech ratios exactly as ``clip_windows``
 does, for any window and hop, without touching the audio again. Entries are keyed by the
-frontend and speech settings, the file (path, size, mtime) and the augmentation (settings
-and variant), so changing any of them recomputes and a second run reads the cache.
+frontend and speech settings, the file (path and a digest of its bytes, so a copy of the corpora
+with new times still hits) and the augmentation (settings and variant), so changing any of them
+recomputes and a second run reads the cache.
 """
 
 from __future__ import annotations
@@ -46,13 +47,25 @@ class ClipFeatures:
     """(frames,) bool, the device's speech flag per frame."""
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str) -> str:
+    """A digest of the file's bytes (BLAKE2b, 128 bits), computed once per process for each path, size and mtime."""
+    stat = os.stat(path)
+    memo = (path, stat.st_size, stat.st_mtime_ns)
+    if memo not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[memo] = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    return _DIGESTS[memo]
+
+
 def cache_key(clip: Clip, frontend: FrontendSettings, speech: SpeechSettings, augment: AugmentSettings | None, variant: int) -> str:
-    stat = os.stat(clip.path)
     parts = {
         "version": CACHE_VERSION,
         "frontend": frontend.to_dict(),
         "speech": cache_fields(speech),  # what decides the flags; the gate of older entries keeps their keys
-        "file": [clip.path, stat.st_size, int(stat.st_mtime)],
+        "file": [clip.path, file_digest(clip.path)],  # the path seeds the augmentation; the bytes are the clip
         "augment": augment.to_dict() if augment is not None and variant > 0 else None,
         "variant": variant,
     }
