@@ -88,6 +88,13 @@ device without TensorFlow, copy it from the desk and pass --float-model.
 """
 
 
+VOICE = {
+    "none": "none (the population's statistics)",
+    "profile": "a profile of this speech (--voice profile)",
+    "adapt": "a profile of this speech that keeps adapting (--voice adapt)",
+}
+
+
 @dataclass(frozen=True)
 class Combo:
     """One (model, runtime, threads) to measure."""
@@ -143,7 +150,13 @@ def stream_worker(spec: dict) -> dict:
     load0 = clock()
     model = Model(spec["model"], threads=int(spec["threads"]), runtime=spec["runtime"])
     load_ms = (clock() - load0) / 1e6
-    classifier = StreamingClassifier(model)
+    profile, adapt = None, None
+    if spec.get("voice", "none") != "none":  # a profile of this very speech, measured before the clock starts
+        from edge.profile import Adaptation, VoiceProfile, measure_speech
+
+        profile = VoiceProfile.from_stats(measure_speech([(audio, rate)], model.contract), model.contract)
+        adapt = Adaptation() if spec["voice"] == "adapt" else None
+    classifier = StreamingClassifier(model, profile=profile, adapt=adapt)
     policy = Policy(labels=model.labels)
     chunk = int(round(rate * spec["chunk_ms"] / 1000))
     n_chunks = audio.size // chunk
@@ -184,6 +197,7 @@ def run_worker(combo: Combo, audio_path: Path, args) -> dict:
         "audio": str(audio_path),
         "input_rate": args.input_rate,
         "chunk_ms": args.chunk_ms,
+        "voice": args.voice,
     }
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
@@ -503,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="paced `run` processes measured at the same time, started 8 s apart (default: 1; each uses a few %% of a core)",
     )
+    p.add_argument(
+        "--voice",
+        choices=("none", "profile", "adapt"),
+        default="none",
+        help="classify against a voice profile (of the benchmark's own speech), or one that keeps adapting, as enroll and "
+        "[profile] adapt do (default: none, the population's statistics)",
+    )
     p.add_argument("--quick", action="store_true", help="a check in well under a minute: int8, LiteRT, 1 thread, 100 windows, a 5 s file")
     p.add_argument("--markdown", metavar="PATH", help="also write the tables to this file")
     p.add_argument("--run-config", metavar="FILE", help="a TOML configuration for the `run` processes (e.g. with [history]); default none")
@@ -590,7 +611,8 @@ def report(args, env, contract, int8: Path, results, process_results, notes, aud
         f"Model: `{int8.relative_to(ROOT) if int8.is_relative_to(ROOT) else int8}` ({int8.stat().st_size} bytes), "
         f"window {contract.window_s} s, hop {contract.hop_s} s, {contract.frontend.n_ceps} coefficients. "
         f"Input: {audio_s:.0f} s of real speech ({clips} RAVDESS, SAVEE and TESS clips end to end) at {args.input_rate} Hz "
-        f"in {args.chunk_ms} ms chunks; the first {WARMUP_HOPS} hops after the first window are warm-up and not counted.",
+        f"in {args.chunk_ms} ms chunks; the first {WARMUP_HOPS} hops after the first window are warm-up and not counted. "
+        f"Voice profile: {VOICE[args.voice]}.",
     ]
     if first is not None:
         combo, r = first

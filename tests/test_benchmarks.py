@@ -45,6 +45,14 @@ def test_latency_quick_prints_every_table(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_latency_with_an_adapting_voice_profile(data_dir):
+    proc = run_script("benchmarks.latency", "--data", str(data_dir), "--voice", "adapt", "--process-combos", "none")
+    assert "Voice profile: a profile of this speech that keeps adapting" in proc.stdout
+    (end_to_end,) = table_rows(proc.stdout, "**end to end**")
+    assert float(end_to_end[1]) > 0
+
+
+@pytest.mark.slow
 def test_frontend_quick_matches_python_speech_features(data_dir):
     proc = run_script("benchmarks.frontend", "--data", str(data_dir))
     assert "## Frontend" in proc.stdout and "| implementation |" in proc.stdout
