@@ -14,7 +14,7 @@ DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' .ci/debian-packages.txt)
 DEVICE_EXTRAS := mic,mqtt,gpio,web,webrtc,test
 DESK_EXTRAS := mic,mqtt,gpio,web,webrtc,train,test,dev
 
-.PHONY: setup setup-edge demo test test-device test-desk test-all lint model system-packages check-python clean
+.PHONY: setup setup-edge demo test test-device test-desk test-all lint model crossval system-packages check-python clean
 
 # One sentence for each thing a machine lacks before a venv can be made.
 define CHECK_PYTHON
@@ -83,8 +83,13 @@ test-all: system-packages setup  ## every test, device and desk, in the desk ven
 
 test: system-packages lint test-device test-desk  ## lint, the device tests on the device install, then the desk tests on the desk
 
-model: setup  ## train and convert the shipped model from $(DATA) (25 minutes on 2 cores from an empty cache; see training/README.md)
-	$(PY) -m training train --data $(DATA) --out runs/model && $(PY) -m convert runs/model --data $(DATA) --reports training/reports
+CROSSVAL = training/reports/crossval.json
+
+model: setup  ## train and convert the shipped model from $(DATA) (MODEL_MINUTES minutes on 2 cores from an empty cache; see training/README.md)
+	$(PY) -m training train --data $(DATA) --out runs/model && $(PY) -m convert runs/model --data $(DATA) --reports training/reports $(if $(wildcard $(CROSSVAL)),--crossval $(CROSSVAL))
+
+crossval: setup  ## the leave-one-corpus-out table of the shipped settings into $(CROSSVAL) (about CROSSVAL_MINUTES minutes; resumes)
+	$(PY) -m training crossval --data $(DATA) --out runs/crossval && cp runs/crossval/crossval.json $(CROSSVAL)
 
 clean:
 	rm -rf $(VENV) $(EDGE_VENV) .pytest_cache .ruff_cache

@@ -108,6 +108,13 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
         )
         + (f"; and coloured by a random microphone and room curve of up to {s['channel_db']:g} dB" if s.get("channel_db") else "")
         + ". "
+        + (
+            f"{s['profile_p'] * 100:.0f} % of the training windows were normalised with their own speaker's statistics (as a voice "
+            "profile from `python -m edge enroll` gives them), the rest with the population's, so the model serves with and "
+            "without a profile. "
+            if s.get("profile_p")
+            else ""
+        )
         + {
             "corpus": "Labels were weighted to count equally within each corpus, each corpus keeping its share of the windows.",
             "global": "Labels were weighted to count equally over all training windows.",

@@ -249,6 +249,7 @@ def test_smoke_train_convert_classify(clips, tmp_path):
     card = (out.parent / "MODEL_CARD.md").read_text()
     assert "| RAVDESS | English | 2 | 17 |" in card and "CC BY-NC-SA 4.0" in card and "Livingstone & Russo (2018)" in card
     assert "`cnn1d` with `avgmax` pooling" in card and "equally within each corpus" in card
+    assert "50 % of the training windows were normalised with their own speaker's statistics" in card
 
     model = Model(out)
     result = StreamingClassifier(model).classify_file(subset[-1].path)

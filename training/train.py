@@ -63,13 +63,13 @@ class TrainSettings:
     corpus_labels: bool = True
     """Score each window only among its corpus's own labels (a label the corpus lacks is not evidence
     against it); False = the plain softmax cross-entropy over every label."""
-    normalization: str = "global"
+    normalization: str = "both"
     """global (the training windows' mean and spread), window (each window on its own), window_mean (the
     window's mean removed, the training spread divided out), both (global and window side by side) or none
     (edge.model.Normalization)."""
     speech: SpeechSettings = SpeechSettings()
     """The speech gate: which frames and windows count as speech (the device uses the same, from the contract)."""
-    augment_variants: int = 9
+    augment_variants: int = 2
     """Augmented copies of each training clip, besides the clip itself."""
     augment: AugmentSettings = AugmentSettings()
     """How the copies are made."""
@@ -81,7 +81,7 @@ class TrainSettings:
     """avg, or avgmax: the last feature maps' average and maximum over time (training.network)."""
     dropout: float = 0.3
     """Dropout before the last layer."""
-    epochs: int = 5
+    epochs: int = 8
     """Passes over the training windows."""
     batch_size: int = 64
     """Windows per gradient step."""
@@ -113,7 +113,7 @@ class TrainSettings:
     many dB, added to each training window's log-mel spectrum at batch time (0 = off; needs n_ceps == n_mels)."""
     channel_p: float = 0.8
     """Share of training windows that get a colouring."""
-    profile_p: float = 0.0
+    profile_p: float = 0.5
     """Share of training windows normalised against their speaker's own statistics (a voice profile, as
     ``python -m edge enroll`` measures it) instead of the population's; the rest see the population's, as the
     device does without a profile. Only for normalisations that carry statistics (global, both, window_mean)."""
