@@ -3,8 +3,8 @@
 On the validation speakers named in the int8 model's contract (the speakers its training
 never saw and its tuning was judged on), each of the four forms of the same network
 classifies every clip the way the device does: the device's frontend and windows, then the
-mean of the speech windows' probabilities (``training.train.window_set`` and
-``evaluate_clips``, imported, not copied). The table gives each form's file size, accuracy
+mean of the speech windows' probabilities (``training.windows.window_set`` and
+``training.metrics.evaluate_clips``, imported, not copied). The table gives each form's file size, accuracy
 (share of clips right), unweighted average recall over the emotions present, and how often
 its top-1 label agrees with the float Keras model's.
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     from training.corpora import corpus_labels, label_order, load_data
-    from training.train import evaluate_clips
+    from training.metrics import evaluate_clips
     from training.windows import window_set
 
     env = environment()

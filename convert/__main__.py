@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from convert.package import ConversionError, Gates, convert_run
-    from training.corpora import load_data, load_manifest
+    from training.corpora import load_data
+    from training.manifest import load_manifest
 
     try:
         crossval = json.loads(Path(args.crossval).read_text()) if args.crossval else None

@@ -26,8 +26,9 @@ from edge.model import Model, ModelContract, Normalization, write_model
 from training.corpora import Clip, corpus_labels
 from training.features import extract
 from training.licences import licence_text
+from training.metrics import evaluate_clips
+from training.settings import TrainSettings
 from training.split import TEST, TRAIN, VALIDATION, Split
-from training.train import TrainSettings, evaluate_clips
 from training.windows import window_set
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ import soundfile as sf
 from training.corpora import (
     Clip,
     LoadReport,
-    ManifestError,
     corpus_labels,
     corpus_of_folder,
     labels_of,
@@ -19,15 +18,13 @@ from training.corpora import (
     load_crema_d,
     load_data,
     load_esd,
-    load_manifest,
     load_nemo,
     load_ravdess,
     load_savee,
-    load_table,
     load_tess,
     load_turev,
-    save_table,
 )
+from training.manifest import ManifestError, load_manifest, load_table, save_table
 
 RATE = 16000
 
@@ -323,7 +320,7 @@ def test_real_shared_data_loads_completely(data_dir):
 
 def test_explore_shows_every_corpus_its_language_and_the_models_real_window(data_dir, tmp_path):
     from training.explore import explore
-    from training.train import TrainSettings
+    from training.settings import TrainSettings
 
     clips = [c for c in load_data(data_dir) if c.speaker in ("ravdess_01", "tess_OAF", "turev_1234", "nemo_EB0", "ased_01", "esd_0020")]
     clips = [c for i, c in enumerate(clips) if i % 10 == 0]

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from tiny_model import EMOTIONS
 
-from training.corpora import Clip, corpus_labels, load_data, save_table
+from training.corpora import Clip, corpus_labels, load_data
 from training.crossval import corpus_folds, speaker_folds, summarise
+from training.manifest import save_table
 from training.metrics import scores_by_corpus
-from training.train import TrainSettings, label_masks, masked_crossentropy, targets
+from training.objective import label_masks, masked_crossentropy, targets
+from training.settings import TrainSettings
 from training.windows import WindowSet
 
 

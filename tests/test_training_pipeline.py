@@ -19,8 +19,10 @@ from training.augment import Augmenter, AugmentSettings
 from training.corpora import load_data
 from training.features import clip_audio16k, extract, frames_of
 from training.metrics import scores
+from training.objective import sample_weights
+from training.settings import TrainSettings
 from training.split import TRAIN, VALIDATION, Split
-from training.train import TrainSettings, sample_weights, train
+from training.train import train
 from training.windows import window_set
 
 SMALL = FrontendSettings(n_mels=26, n_ceps=13)

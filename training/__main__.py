@@ -49,7 +49,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _clips(args):
-    from training.corpora import LoadReport, load_data, load_manifest, load_table
+    from training.corpora import LoadReport, load_data
+    from training.manifest import load_manifest, load_table
 
     report = LoadReport()
     if args.table:
@@ -66,7 +67,7 @@ def _clips(args):
 
 
 def cmd_load(args) -> int:
-    from training.corpora import save_table
+    from training.manifest import save_table
 
     clips, report = _clips(args)
     save_table(clips, args.out)
@@ -86,7 +87,7 @@ def cmd_explore(args) -> int:
 
 
 def _settings(args):
-    from training.train import TrainSettings
+    from training.settings import TrainSettings
 
     settings = TrainSettings.from_dict(json.loads(Path(args.config).read_text())) if args.config else TrainSettings()
     return settings.with_overrides(args.set)
@@ -152,7 +153,7 @@ def cmd_crossval(args) -> int:
 def cmd_adapt(args) -> int:
     from convert.package import ConversionError, Gates, convert_run
     from training.adapt import AdaptSettings, adapt, load_base
-    from training.corpora import load_manifest
+    from training.manifest import load_manifest
 
     if not args.manifest:
         raise ValueError("adapt needs your labelled clips: --manifest mine.csv (rows path,label[,speaker][,corpus])")

@@ -24,18 +24,11 @@ import numpy as np
 
 from edge.model import Normalization
 from training.corpora import Clip, corpus_labels
+from training.metrics import evaluate_clips
+from training.objective import label_masks, masked_crossentropy, sample_weights, targets
+from training.settings import TrainSettings
 from training.split import TRAIN, VALIDATION, Split
-from training.train import (
-    TrainSettings,
-    _batches,
-    _configure_tensorflow,
-    evaluate_clips,
-    label_masks,
-    load_features,
-    masked_crossentropy,
-    sample_weights,
-    targets,
-)
+from training.train import _batches, _configure_tensorflow, load_features
 from training.windows import fit_normalization, window_set
 
 log = logging.getLogger(__name__)

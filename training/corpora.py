@@ -1,4 +1,4 @@
-"""Corpus loaders: RAVDESS, CREMA-D, SAVEE, TESS, nEMO, TurEV-DB, ESD, ASED and CSV manifests into one table.
+"""Corpus loaders: RAVDESS, CREMA-D, SAVEE, TESS, nEMO, TurEV-DB, ESD and ASED into one list of ``Clip`` rows.
 
 Every loader walks a folder in either the original layout (WAV) or the copies in
 ``../shared/data`` (FLAC, Ogg Opus), reads the label, speaker and gender from the names, and
@@ -9,6 +9,8 @@ corpus as a prefix (``ravdess_07``, ``savee_DC``, ``nemo_EB0``) so they are uniq
 A corpus has its own label set (nEMO has no calm and no disgust, TurEV-DB four labels):
 ``corpus_labels`` reads it off the clips, and training treats a label a corpus lacks as
 unknown for its clips, never as evidence against that label.
+
+A user's CSV manifest and the saved clip table are ``training.manifest``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.model import LABEL
-
 log = logging.getLogger(__name__)
 
 # The labels the built-in corpora are mapped to, in the order models have always listed them.
@@ -32,7 +32,6 @@ EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "s
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".opus", ".ogg")
 CORPORA = ("ravdess", "crema_d", "savee", "tess", "nemo", "turev", "esd", "ased")
-TABLE_COLUMNS = ("path", "corpus", "speaker", "gender", "label", "duration_s", "rate_hz", "language")
 # The language spoken in each corpus (ISO 639-1); ESD's speakers 0001-0010 speak Mandarin.
 LANGUAGES = {"ravdess": "en", "crema_d": "en", "savee": "en", "tess": "en", "nemo": "pl", "turev": "tr", "esd": "en", "ased": "am"}
 
@@ -76,21 +75,6 @@ TESS_EMOTIONS = {
     "pleasant_surprise": "surprised",
     "pleasant_surprised": "surprised",
 }
-# Words a user's manifest may use for the eight labels.
-LABEL_ALIASES = {
-    **{e: e for e in EMOTIONS},
-    "fear": "fearful",
-    "afraid": "fearful",
-    "anger": "angry",
-    "mad": "angry",
-    "surprise": "surprised",
-    "joy": "happy",
-    "happiness": "happy",
-    "sadness": "sad",
-    "disgusted": "disgust",
-    "calmness": "calm",
-}
-
 RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 CREMA_D_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 SAVEE_FLAT_NAME = re.compile(r"^([A-Z]{2})_([a-z]{1,2})(\d\d)$")
@@ -182,15 +166,11 @@ class LoadReport:
         return out
 
 
-class ManifestError(ValueError):
-    """A manifest row that cannot be used, named by file, row and value."""
-
-
 def _audio_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
 
 
-def _probe(path: Path, corpus: str, report: LoadReport) -> tuple[float, int] | None:
+def probe(path: Path, corpus: str, report: LoadReport) -> tuple[float, int] | None:
     """(duration_s, rate_hz) from the file header; None (and counted) if unreadable."""
     import soundfile as sf
 
@@ -207,7 +187,7 @@ def _finish(rows: list[tuple[Path, str, str, str]], corpus: str, report: LoadRep
     clips = []
     language = LANGUAGES.get(corpus, "")
     for path, speaker, gender, label in rows:
-        probed = _probe(path, corpus, report)
+        probed = probe(path, corpus, report)
         if probed is not None:
             clips.append(Clip(str(path.resolve()), corpus, speaker, gender, label, round(probed[0], 4), probed[1], language))
     report.loaded[corpus] = report.loaded.get(corpus, 0) + len(clips)
@@ -421,82 +401,3 @@ def load_data(root: str | os.PathLike, corpora: Iterable[str] = CORPORA, report:
             log.info("loading %s from %s", corpus, folder)
             clips.extend(LOADERS[corpus](folder, report))
     return clips
-
-
-def load_manifest(path: str | os.PathLike, report: LoadReport | None = None) -> list[Clip]:
-    """A CSV of ``path,label[,speaker][,corpus]`` (header optional; paths relative to the CSV).
-
-    With a header, the optional columns ``gender`` and ``language`` are read as well.
-
-    Any row that cannot be used raises ManifestError naming the row and the value, because a
-    user's own list is meant to be exactly right, unlike a corpus's thousands of names.
-    """
-    report = report if report is not None else LoadReport()
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest {path} not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
-        header, rows, first = [c.strip().lower() for c in rows[0]], rows[1:], 2
-    else:
-        header, first = list(("path", "label", "speaker", "corpus")), 1
-    clips = []
-    for number, row in enumerate(rows, start=first):
-        values = dict(zip(header, (c.strip() for c in row), strict=False))
-        where = f"{path.name} row {number}"
-        if len(row) < 2 or not values.get("path") or not values.get("label"):
-            raise ManifestError(f"{where}: expected at least path and label, got {','.join(row)!r}")
-        label = LABEL_ALIASES.get(values["label"].lower(), values["label"].lower())
-        if not LABEL.match(label):
-            raise ManifestError(
-                f"{where}: label {values['label']!r} is not a name of letters, digits, '_' or '-' "
-                f"(the eight emotions are {', '.join(EMOTIONS)}; aliases such as fear, surprise, joy are understood)"
-            )
-        audio = Path(values["path"]).expanduser()
-        audio = audio if audio.is_absolute() else path.parent / audio
-        if not audio.is_file():
-            raise ManifestError(f"{where}: audio file {values['path']!r} not found (looked for {audio})")
-        corpus = values.get("corpus") or "manifest"
-        speaker = f"{corpus}_{values.get('speaker') or 'unknown'}"
-        probed = _probe(audio, corpus, report)
-        if probed is None:
-            raise ManifestError(f"{where}: {values['path']!r} is not a readable audio file (WAV, FLAC, Ogg Opus)")
-        gender = values.get("gender", "").lower() or "unknown"
-        language = values.get("language", "").lower()
-        clips.append(Clip(str(audio.resolve()), corpus, speaker, gender, label, round(probed[0], 4), probed[1], language))
-        report.loaded[corpus] = report.loaded.get(corpus, 0) + 1
-    return clips
-
-
-def save_table(clips: Iterable[Clip], path: str | os.PathLike) -> None:
-    """Write the clip table as CSV with the columns of TABLE_COLUMNS."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(TABLE_COLUMNS)
-        for clip in clips:
-            writer.writerow(dataclasses.astuple(clip))
-
-
-def load_table(path: str | os.PathLike) -> list[Clip]:
-    """Read a table written by save_table (tables written before the language column still load)."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = set(TABLE_COLUMNS) - {"language"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: not a clip table (missing columns {', '.join(sorted(missing))})")
-        return [
-            Clip(
-                r["path"],
-                r["corpus"],
-                r["speaker"],
-                r["gender"],
-                r["label"],
-                float(r["duration_s"]),
-                int(r["rate_hz"]),
-                r.get("language") or LANGUAGES.get(r["corpus"], ""),
-            )
-            for r in reader
-        ]

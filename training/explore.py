@@ -158,7 +158,7 @@ def summary_table(clips: list[Clip], report: LoadReport | None, window_s: float 
 def explore(clips: list[Clip], out: str | Path, report: LoadReport | None = None, window_s: float | None = None) -> Path:
     """Write the PNGs and summary.md into ``out``; returns the summary's path. ``window_s`` defaults to the model's (TrainSettings)."""
     if window_s is None:
-        from training.train import TrainSettings
+        from training.settings import TrainSettings
 
         window_s = TrainSettings().window_s
     out = Path(out)

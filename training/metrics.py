@@ -6,6 +6,8 @@ Two readings of one set of clip probabilities:
 - restricted: the argmax over the labels the clip's corpus has (a German corpus without calm
   is not scored down for a "calm" its speakers were never asked for). This is how corpora with
   fewer labels than the model are compared across papers and in the independent evaluation.
+
+``evaluate_clips`` gives both for a set of windows and the model's window probabilities.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from edge.classifier import clip_probs as device_clip_probs
+from training.windows import WindowSet
 
 
 def confusion(truth: Sequence[int], predicted: Sequence[int], n: int) -> np.ndarray:
@@ -81,3 +84,18 @@ def clip_probs(window_probs: np.ndarray, window_clip: np.ndarray, window_speech:
         if len(mine):
             out[i] = device_clip_probs(window_probs[mine], window_speech[mine])[0]
     return out
+
+
+def evaluate_clips(
+    predict, ws: WindowSet, labels: Sequence[str], per_corpus: Mapping[str, Sequence[str]], probs: np.ndarray | None = None
+) -> tuple[np.ndarray, dict]:
+    """Clip probabilities (speech-window average, as the device) and per-corpus scores, plain and restricted.
+
+    ``predict(windows)`` gives the window probabilities, or ``probs`` are given already.
+    """
+    if probs is None:
+        probs = predict(ws.x) if len(ws) else np.zeros((0, len(labels)))
+    per_clip = clip_probs(probs, ws.clip, ws.speech, len(ws.clips))
+    index = {label: i for i, label in enumerate(labels)}
+    truth = [index[c.label] for c in ws.clips]
+    return per_clip, scores_by_corpus([c.corpus for c in ws.clips], truth, per_clip, labels, per_corpus)

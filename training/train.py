@@ -1,12 +1,12 @@
 """Train the emotion CNN on windows from the device's frontend, speaker-independently, and score it per clip.
 
 A run folder holds everything convert needs and everything a person wants to look at:
-``model.keras``, ``settings.json`` (the TrainSettings), ``report.json`` (split, labels, float
-metrics per corpus and role, training history, timing), ``confusion.png``, ``curves.png``.
+``model.keras``, ``settings.json`` (the TrainSettings, ``training.settings``), ``report.json`` (split,
+labels, float metrics per corpus and role, training history, timing), ``confusion.png``, ``curves.png``.
 
-Labels a corpus does not have are not evidence against them: the loss of a window is the
-cross-entropy of the model's probabilities renormalised over its corpus's own labels
-(``corpus_labels``), so a Polish clip (nEMO has no calm) says nothing about calm.
+What the network is trained towards (targets, per-corpus label masks, weights, the masked loss) is
+``training.objective``; the voice profiles drawn for training windows and held-out speakers are
+``training.profiles``.
 """
 
 from __future__ import annotations
@@ -16,328 +16,25 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge.frontend import FrontendSettings
 from edge.model import FITTED
-from edge.profile import SpeechStats
-from edge.speech import SpeechSettings
-from training.augment import AugmentSettings, channel_curves, vtlp_matrices
+from training.augment import channel_curves, vtlp_matrices
 from training.corpora import Clip, corpus_labels, labels_of
 from training.features import ClipFeatures, extract
-from training.metrics import clip_probs, scores_by_corpus
-from training.network import ARCHITECTURES, POOLINGS, average_models, build_model
+from training.metrics import evaluate_clips
+from training.network import average_models, build_model
+from training.objective import label_masks, masked_crossentropy, sample_weights, targets
+from training.profiles import ProfileSampler, profile_probs, speaker_stats
+from training.settings import TrainSettings
 from training.split import TEST, TRAIN, VALIDATION, Split
 from training.windows import WindowSet, fit_normalization, window_set
 
 log = logging.getLogger(__name__)
 
 MAX_PARAMS = 1_000_000  # an int8 file of about 1 MB at most
-CLASS_WEIGHTS = ("none", "global", "corpus")
-NORMALIZATIONS = ("global", "window", "none", "window_mean", "both")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Every choice that shapes the model; saved beside it so a run can be repeated exactly."""
-
-    n_mels: int = 40
-    """Mel filters in the frontend."""
-    n_ceps: int = 40
-    """Cepstral coefficients per frame (the model's input width)."""
-    lifter: int = 0
-    """Frontend sine lifter (0 = off)."""
-    window_s: float = 3.0
-    """Window the device classifies, in seconds."""
-    hop_s: float = 0.5
-    """Hop between the device's windows, in seconds (a multiple of 10 ms)."""
-    train_hop_s: float = 0.5
-    """Hop between training windows, in seconds; smaller gives more, overlapping windows."""
-    train_corpora: tuple[str, ...] = ()
-    """Corpora whose training speakers are trained on; empty = every corpus loaded (the others are only evaluated)."""
-    labels: tuple[str, ...] = ()
-    """The model's labels; empty = every label of the training clips (the eight emotions first, in their usual order)."""
-    corpus_labels: bool = True
-    """Score each window only among its corpus's own labels (a label the corpus lacks is not evidence
-    against it); False = the plain softmax cross-entropy over every label."""
-    normalization: str = "both"
-    """global (the training windows' mean and spread), window (each window on its own), window_mean (the
-    window's mean removed, the training spread divided out), both (global and window side by side) or none
-    (edge.model.Normalization)."""
-    speech: SpeechSettings = SpeechSettings()
-    """The speech gate: which frames and windows count as speech (the device uses the same, from the contract)."""
-    augment_variants: int = 2
-    """Augmented copies of each training clip, besides the clip itself."""
-    augment: AugmentSettings = AugmentSettings()
-    """How the copies are made."""
-    arch: str = "cnn1d"
-    """Network: cnn1d, cnn1d_deep, cnn2d or dscnn (training.network)."""
-    width: int = 16
-    """Base number of filters."""
-    pooling: str = "avgmax"
-    """avg, or avgmax: the last feature maps' average and maximum over time (training.network)."""
-    dropout: float = 0.3
-    """Dropout before the last layer."""
-    epochs: int = 8
-    """Passes over the training windows."""
-    batch_size: int = 64
-    """Windows per gradient step."""
-    learning_rate: float = 2e-3
-    """Peak learning rate of Adam; decays with a cosine to zero."""
-    label_smoothing: float = 0.1
-    """Label smoothing of the cross-entropy (spread over the window's corpus's labels)."""
-    class_weights: str = "corpus"
-    """none; global: weight each label inversely to its share of the training windows; corpus: the same
-    within each corpus, each corpus keeping its share (calm, in RAVDESS only, then no longer outweighs
-    RAVDESS's scarce neutral because SAVEE and TESS have plenty of neutral)."""
-    corpus_balance: float = 0.0
-    """0 = every window counts the same; 1 = every corpus counts the same in total."""
-    speaker_balance: float = 0.0
-    """0 = every window counts the same; 1 = every speaker counts the same within their corpus."""
-    mixup_alpha: float = 0.0
-    """Beta(alpha, alpha) mixup of window pairs and their labels; 0 disables it."""
-    time_mask_frames: int = 0
-    """SpecAugment: blank (to the mean) one random span of up to this many frames per training window."""
-    coeff_mask: int = 0
-    """SpecAugment: blank one random band of up to this many coefficients per training window."""
-    vtlp_range: tuple[float, float] = (0.85, 1.15)
-    """Vocal tract length perturbation: frequency-warp factors drawn per training window, each
-    epoch anew ((1.0, 1.0) = off; needs n_ceps == n_mels)."""
-    vtlp_p: float = 0.8
-    """Share of training windows that get a warp."""
-    channel_db: float = 0.0
-    """Microphone and room colouring: a smooth random curve over the mel bands, up to about this
-    many dB, added to each training window's log-mel spectrum at batch time (0 = off; needs n_ceps == n_mels)."""
-    channel_p: float = 0.8
-    """Share of training windows that get a colouring."""
-    profile_p: float = 0.5
-    """Share of training windows normalised against their speaker's own statistics (a voice profile, as
-    ``python -m edge enroll`` measures it) instead of the population's; the rest see the population's, as the
-    device does without a profile. Only for normalisations that carry statistics (global, both, window_mean)."""
-    profile_clips: tuple[int, int] = (3, 30)
-    """How many of the speaker's recorded clips each such profile is measured on (drawn per window): a few
-    sentences, as at enrolment, up to a long acquaintance."""
-    seed: int = 42
-    """Seed for the network's initialisation and the order of windows."""
-    ensemble: int = 2
-    """Networks trained with seeds seed, seed+1, ...; the shipped model averages their probabilities."""
-
-    @property
-    def frontend(self) -> FrontendSettings:
-        return FrontendSettings(n_mels=self.n_mels, n_ceps=self.n_ceps, lifter=self.lifter)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def check(self) -> None:
-        """Refuse combinations that would fail only after the features are extracted."""
-        if self.arch not in ARCHITECTURES or self.pooling not in POOLINGS:
-            raise ValueError(
-                f"arch={self.arch!r} pooling={self.pooling!r}: arch must be one of {', '.join(ARCHITECTURES)} "
-                f"and pooling one of {', '.join(POOLINGS)}"
-            )
-        if self.class_weights not in CLASS_WEIGHTS:
-            raise ValueError(f"class_weights={self.class_weights!r} is not one of {', '.join(CLASS_WEIGHTS)}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization={self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
-        warps = {"vtlp_range": tuple(self.vtlp_range) != (1.0, 1.0), "channel_db": self.channel_db > 0}
-        on = [k for k, v in warps.items() if v]
-        if on and (self.n_ceps != self.n_mels or self.lifter):
-            raise ValueError(
-                f"{' and '.join(on)} work on the mel axis, which needs n_ceps equal to n_mels and lifter=0 "
-                f"(got n_ceps={self.n_ceps}, n_mels={self.n_mels}, lifter={self.lifter}); "
-                "set vtlp_range=[1,1] and channel_db=0 to turn them off"
-            )
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainSettings:
-        data = dict(data)
-        if isinstance(data.get("class_weights"), bool):  # settings.json of runs before the per-corpus choice
-            data["class_weights"] = "global" if data["class_weights"] else "none"
-        for name, kind in NESTED.items():
-            if isinstance(data.get(name), dict):
-                data[name] = kind(**{k: _tuple(v) for k, v in data[name].items()})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(unknown)}")
-        return cls(**{k: _tuple(v) for k, v in data.items()})
-
-    def with_overrides(self, pairs: Sequence[str]) -> TrainSettings:
-        """Apply ``key=value`` strings (values parsed as JSON, else taken as text); augment.key=value and speech.key=value too."""
-        changes: dict = {}
-        nested: dict[str, dict] = {}
-        for pair in pairs:
-            key, sep, raw = pair.partition("=")
-            if not sep:
-                raise ValueError(f"--set expects key=value, got {pair!r}")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            outer, dot, inner = key.strip().partition(".")
-            if dot:
-                if outer not in NESTED:
-                    raise ValueError(f"--set {key}: only {', '.join(NESTED)} have settings of their own")
-                nested.setdefault(outer, {})[inner] = _tuple(value)
-            else:
-                changes[outer] = _tuple(value)
-        for outer, values in nested.items():
-            try:
-                changes[outer] = dataclasses.replace(getattr(self, outer), **values)
-            except TypeError:
-                known = ", ".join(f.name for f in dataclasses.fields(NESTED[outer]))
-                raise ValueError(f"unknown {outer} settings in {', '.join(values)}; known are {known}") from None
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(unknown)}; known are {', '.join(sorted(known))}")
-        return dataclasses.replace(self, **changes)
-
-
-NESTED = {"augment": AugmentSettings, "speech": SpeechSettings}
-
-
-def _tuple(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
-def sample_weights(ws: WindowSet, settings: TrainSettings, n_labels: int) -> np.ndarray:
-    """Per-window weights: balanced labels and, optionally, balanced speakers and corpora; mean 1."""
-    weights = np.ones(len(ws.y), dtype=np.float64)
-    corpus = ws.clip_corpora()[ws.clip] if len(ws) else np.zeros(0, str)
-    if settings.class_weights != "none":
-        groups = corpus if settings.class_weights == "corpus" else np.zeros(len(ws.y), dtype=int)
-        for group in np.unique(groups):
-            inside = groups == group
-            counts = np.bincount(ws.y[inside], minlength=n_labels).astype(np.float64)
-            per_class = np.divide(inside.sum() / np.count_nonzero(counts), counts, out=np.zeros_like(counts), where=counts > 0)
-            weights[inside] = per_class[ws.y[inside]]
-    if settings.speaker_balance > 0:
-        # Within a corpus, each speaker's windows together weigh the same (TESS: 2 speakers, ASED: 44).
-        speaker = ws.clip_speakers()[ws.clip]
-        for name in np.unique(corpus):
-            inside = corpus == name
-            _, inverse = np.unique(speaker[inside], return_inverse=True)
-            totals = np.bincount(inverse, weights=weights[inside])
-            weights[inside] *= (totals.mean() / totals[inverse]) ** settings.speaker_balance
-    if settings.corpus_balance > 0:
-        names, inverse = np.unique(corpus, return_inverse=True)
-        totals = np.bincount(inverse, weights=weights)
-        target = totals.sum() / len(names)
-        weights *= (target / totals[inverse]) ** settings.corpus_balance
-    return (weights / weights.mean()).astype(np.float32)
-
-
-def label_masks(ws: WindowSet, labels: Sequence[str], per_corpus: Mapping[str, Sequence[str]] | None) -> np.ndarray:
-    """(n, labels) 1 where a window's corpus has the label (all ones without ``per_corpus``)."""
-    if per_corpus is None:
-        return np.ones((len(ws), len(labels)), np.float32)
-    rows = np.array([[label in per_corpus.get(c.corpus, labels) for label in labels] for c in ws.clips], np.float32)
-    return rows.reshape(len(ws.clips), len(labels))[ws.clip]
-
-
-def targets(y: np.ndarray, masks: np.ndarray, smoothing: float) -> np.ndarray:
-    """Smoothed one-hot targets, the smoothing spread over each window's allowed labels only."""
-    onehot = np.eye(masks.shape[1], dtype=np.float32)[y]
-    return (1 - smoothing) * onehot + smoothing * masks / masks.sum(axis=1, keepdims=True)
-
-
-def masked_crossentropy(n_labels: int):
-    """Cross-entropy of the probabilities renormalised over each window's allowed labels.
-
-    ``y_true`` is [target (n_labels), mask (n_labels)] side by side. With a mask of all ones
-    it is the ordinary categorical cross-entropy.
-    """
-    from keras import ops
-
-    def loss(y_true, y_pred):
-        target, mask = y_true[:, :n_labels], y_true[:, n_labels:]
-        kept = y_pred * mask
-        kept = kept / ops.maximum(ops.sum(kept, axis=-1, keepdims=True), 1e-7)
-        return -ops.sum(target * ops.log(ops.clip(kept, 1e-7, 1.0)), axis=-1)
-
-    return loss
-
-
-def evaluate_clips(
-    predict, ws: WindowSet, labels: Sequence[str], per_corpus: Mapping[str, Sequence[str]], probs: np.ndarray | None = None
-) -> tuple[np.ndarray, dict]:
-    """Clip probabilities (speech-window average, as the device) and per-corpus scores, plain and restricted.
-
-    ``predict(windows)`` gives the window probabilities, or ``probs`` are given already.
-    """
-    if probs is None:
-        probs = predict(ws.x) if len(ws) else np.zeros((0, len(labels)))
-    per_clip = clip_probs(probs, ws.clip, ws.speech, len(ws.clips))
-    index = {label: i for i, label in enumerate(labels)}
-    truth = [index[c.label] for c in ws.clips]
-    return per_clip, scores_by_corpus([c.corpus for c in ws.clips], truth, per_clip, labels, per_corpus)
-
-
-class ProfileSampler:
-    """Voice profiles of the training speakers, measured on a random few of their recorded clips, per window.
-
-    Each recorded clip's speech-frame sums are kept once; a profile of k clips is their sum, so drawing one
-    per window costs k additions of 40 numbers.
-    """
-
-    def __init__(self, ws: WindowSet, features: Mapping[tuple[str, int], ClipFeatures], clips: tuple[int, int]) -> None:
-        self.low, self.high = int(clips[0]), int(clips[1])
-        speakers = ws.clip_speakers()
-        paths = sorted({c.path for c in ws.clips})
-        row = {path: i for i, path in enumerate(paths)}
-        n = ws.frames.shape[1]
-        self.count, self.total, self.squares = np.zeros(len(paths)), np.zeros((len(paths), n)), np.zeros((len(paths), n))
-        speaker_of = {}
-        for c, speaker in zip(ws.clips, speakers, strict=True):
-            speaker_of[c.path] = speaker
-        for path, i in row.items():
-            f = features[(path, 0)]
-            chosen = f.mfcc[f.speech].astype(np.float64)
-            self.count[i], self.total[i], self.squares[i] = len(chosen), chosen.sum(axis=0), (chosen**2).sum(axis=0)
-        self.rows_of = {}
-        for path, speaker in speaker_of.items():
-            self.rows_of.setdefault(speaker, []).append(row[path])
-        self.rows_of = {k: np.array(sorted(v)) for k, v in self.rows_of.items()}
-        self.window_speaker = speakers[ws.clip]
-
-    def draw(self, windows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std) per window: its speaker's statistics over k of their recorded clips, k drawn per window."""
-        mean = np.zeros((len(windows), self.total.shape[1]))
-        std = np.ones_like(mean)
-        for j, w in enumerate(windows):
-            rows = self.rows_of[self.window_speaker[w]]
-            k = min(len(rows), int(rng.integers(self.low, self.high + 1)))
-            pick = rows[rng.permutation(len(rows))[:k]]
-            count = max(self.count[pick].sum(), 1.0)
-            m = self.total[pick].sum(axis=0) / count
-            mean[j], std[j] = m, np.sqrt(np.maximum(self.squares[pick].sum(axis=0) / count - m**2, 0.0))
-        return mean.astype(np.float32), std.astype(np.float32)
-
-
-def speaker_stats(features: Sequence[ClipFeatures]) -> dict[str, SpeechStats]:
-    """Each speaker's voice profile statistics from their clips' speech frames, as ``python -m edge enroll`` measures them."""
-    out: dict[str, SpeechStats] = {}
-    for f in features:
-        out.setdefault(f.clip.speaker, SpeechStats(f.mfcc.shape[1])).add(f.mfcc, f.speech)
-    return out
-
-
-def profile_probs(predict_normalised, ws: WindowSet, norm, stats: Mapping[str, SpeechStats]) -> np.ndarray:
-    """Window probabilities with each speaker's windows normalised against that speaker's profile."""
-    speakers = ws.clip_speakers()[ws.clip]
-    probs = None
-    for speaker in np.unique(speakers):
-        inside = np.flatnonzero(speakers == speaker)
-        s = stats[speaker]
-        mine = predict_normalised(norm.with_profile(s.mean, s.std), ws.take(inside))
-        probs = np.zeros((len(ws), mine.shape[1]), np.float32) if probs is None else probs
-        probs[inside] = mine
-    return probs if probs is not None else np.zeros((0, 0), np.float32)
 
 
 def _configure_tensorflow(seed: int, threads: int) -> None:
