@@ -99,6 +99,11 @@ def command_line() -> str:
     return f".venv/bin/python -m benchmarks.{module} {args}".strip()
 
 
+def relative(text: str) -> str:
+    """Paths inside the repository as a user types them from its root."""
+    return text.replace(str(ROOT) + os.sep, "")
+
+
 # ---------------------------------------------------------------- tables
 
 

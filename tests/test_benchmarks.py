@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.accuracy import active_speech_power, mix
 from benchmarks.common import markdown_table, percentiles
-from benchmarks.latency import summarise
+from benchmarks.stages import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """The speech gate: noise alone raises no alert, speech in car noise is found, and the streaming contract holds.
 
-The noises are made by benchmarks/speech_gate.py's recipes (car, white, pink, fan, hum, random
+The noises are made by the speech gate benchmark's recipes (benchmarks/signals.py: car, white, pink, fan, hum, random
 bytes), so the tests and the benchmark's figures speak of the same signals.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.speech_gate import make_noise, mix, noise_alone, speech_stream
+from benchmarks.signals import make_noise, mix, noise_alone, speech_stream
 from edge.classifier import StreamingClassifier
 from edge.frontend import Frontend, FrontendSettings, StreamingFrontend
 from edge.model import Model
@@ -28,7 +28,7 @@ RATE = 16000
 FRONTEND = FrontendSettings(n_mels=40, n_ceps=40)  # the shipped model's
 CORPORA = ("ravdess", "savee", "tess", "nemo", "turev", "esd", "ased")
 # Frame recall of the default gate (Silero) on the clips below in car noise at 10 dB SNR: 0.897 measured here,
-# 0.895-0.909 with other noise seeds (the energy detector: 0.72-0.74); benchmarks/speech_gate.py's reference and mix.
+# 0.895-0.909 with other noise seeds (the energy detector: 0.72-0.74); benchmarks/signals.py's reference and mix.
 RECALL_CAR_10_DB = 0.85
 
 
