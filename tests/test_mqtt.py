@@ -17,7 +17,8 @@ from mosquitto import MosquittoBroker, Subscriber, free_port
 
 from edge.service.backoff import BackoffSettings
 from edge.service.homeassistant import Capabilities, discovery_configs, legacy_config_topics
-from edge.service.mqtt import MqttConfigError, MqttSink, read_password
+from edge.service.mqtt import MqttSink
+from edge.service.mqtt_client import MqttConfigError, read_password
 from edge.service.queue import AlertQueue, QueueFileError
 from edge.settings import ConfigError, MqttSettings
 
@@ -343,7 +344,8 @@ def test_last_will_marks_a_killed_device_offline(mosquitto_broker):
     sub = Subscriber(b.host, b.port, topics=("ser-edge/dev/availability",))
     code = textwrap.dedent(f"""
         import sys, time
-        from edge.service.mqtt import MqttSettings, MqttSink
+        from edge.service.mqtt import MqttSink
+        from edge.settings import MqttSettings
         sink = MqttSink(MqttSettings(host="{b.host}", port={b.port}, device_id="dev", discovery=False))
         while sink.status != "connected":
             time.sleep(0.02)

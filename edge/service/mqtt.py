@@ -34,12 +34,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import ssl
 import threading
 import time
-from pathlib import Path
 
-from edge.files import NotRegularFileError, read_regular, refuse_unless_regular, why
 from edge.service.backoff import Backoff, BackoffSettings, retry
 from edge.service.homeassistant import (
     Capabilities,
@@ -50,15 +47,15 @@ from edge.service.homeassistant import (
     legacy_config_topics,
     own_configs_filter,
 )
+from edge.service.inflight import Inflight
+from edge.service.mqtt_client import CONNECT_TIMEOUT_S, new_client, read_password, require_paho, tls_context
 from edge.service.queue import AlertQueue
-from edge.settings import ConfigError, MqttSettings
+from edge.settings import MqttSettings
 
-__all__ = ["Capabilities", "MqttConfigError", "MqttSettings", "MqttSink", "discovery_configs", "read_password", "tls_context"]
+__all__ = ["Capabilities", "MqttSettings", "MqttSink", "discovery_configs"]
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 5.0
-"""How long to wait for the TCP connection and then for the broker's CONNACK."""
 CLOSE_BUDGET_S = 1.0
 """Most time close() spends delivering what is pending: a first connection still under way (a short
 file run can end before it completes), then the acknowledgements. A stop should take well under 2 s
@@ -76,54 +73,6 @@ QUEUED_TYPES = ("alert", "alert_end")
 """Events that go through the persistent queue: they must arrive, in order."""
 RETAINED_TYPES = ("state", "summary")
 """Events kept retained on the topic of their type: the smoothed state, and the history's daily summary."""
-
-
-class MqttConfigError(ConfigError):
-    """A file of the MQTT sink (password, CA certificate) or paho itself cannot be used; one sentence naming it and the fix."""
-
-
-def read_password(path: str | Path) -> str:
-    """The password in ``path`` without its trailing newline; MqttConfigError if it cannot be read."""
-    try:
-        text = read_regular(path).decode("utf-8")
-    except FileNotFoundError:
-        raise MqttConfigError(f"the MQTT password file {path} does not exist; create it with the password on one line") from None
-    except OSError as exc:
-        raise MqttConfigError(f"cannot read the MQTT password file {path} ({why(exc)}); check its permissions") from None
-    except UnicodeDecodeError:
-        raise MqttConfigError(f"the MQTT password file {path} is not UTF-8 text; put the password on its first line") from None
-    password = text.rstrip("\r\n")
-    if not password:
-        raise MqttConfigError(f"the MQTT password file {path} is empty; put the password on its first line")
-    return password
-
-
-def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
-    """An SSL context verifying the broker with ``ca_file`` (or the system's CAs); None without TLS."""
-    if not settings.tls:
-        if settings.ca_file:
-            log.warning("MQTT ca_file %s is ignored because tls is off", settings.ca_file)
-        return None
-    try:
-        if settings.ca_file:
-            refuse_unless_regular(settings.ca_file)  # ssl would wait forever on a FIFO
-        return ssl.create_default_context(cafile=settings.ca_file)
-    except NotRegularFileError as exc:
-        raise MqttConfigError(f"the MQTT CA file {exc}; give the broker's CA certificate in PEM form") from None
-    except FileNotFoundError:
-        raise MqttConfigError(f"the MQTT CA file {settings.ca_file} does not exist; give the broker's CA certificate in PEM form") from None
-    except (OSError, ssl.SSLError) as exc:
-        raise MqttConfigError(f"the MQTT CA file {settings.ca_file} is not a usable PEM certificate ({exc})") from None
-
-
-def _require_paho() -> None:
-    """paho-mqtt 2.x, imported only when MQTT is on; MqttConfigError naming the fix if it is missing or 1.x."""
-    try:
-        import paho.mqtt.client as mqtt
-    except ImportError:
-        raise MqttConfigError("MQTT needs paho-mqtt, which is not installed: pip install 'paho-mqtt>=2.1,<3'") from None
-    if not hasattr(mqtt, "CallbackAPIVersion"):
-        raise MqttConfigError("MQTT needs paho-mqtt 2.x, but an older one is installed: pip install 'paho-mqtt>=2.1,<3'")
 
 
 def _same_file(a: str | None, b: str | None) -> bool:
@@ -157,7 +106,7 @@ class MqttSink:
         and calls ``start`` once the old sink has closed (one client id, one queue file). ``capabilities``
         (the model's labels, the alert rules) decide the Home Assistant entities; ``offer`` changes them.
         """
-        _require_paho()
+        require_paho()
         self.settings = settings
         self.capabilities = capabilities or Capabilities()
         self._password = read_password(settings.password_file) if settings.password_file else None
@@ -179,11 +128,8 @@ class MqttSink:
         self._connected = False
         self._latest: dict[str, dict] = {}  # the last state and daily summary, re-sent on every connect
         self._active: dict[str, str] = {}  # alert id -> emotion, for alert_active
-        # _acks guards the in-flight map {mid: queue seq}; on_publish takes only this one.
-        self._acks = threading.Condition(threading.Lock())
-        self._inflight: dict[int, int | None] = {}
-        self._acked_early: set[int] = set()
-        self._removing: dict[int, str] = {}  # mid -> config topic whose removal it publishes
+        # Publishes not yet acknowledged, with its own lock; on_publish takes only that one.
+        self._inflight = Inflight(self._acknowledged)
         self._record: DiscoveryRecord | None = None  # opened by start(), like the queue
         self._wanted: frozenset[str] = frozenset()  # the config topics of this session; paho's thread reads it
         self._connack = threading.Event()
@@ -347,11 +293,7 @@ class MqttSink:
                 self._publish(topic, _dumps(event), 0, retain=False)
 
     def _publish(self, topic: str, payload: str, qos: int, retain: bool, seq: int | None = None) -> None:
-        """Hand one message to paho (caller holds _lock); tracked until acknowledged (QoS 0: until sent).
-
-        QoS 0 is tracked too: paho reports it to on_publish as well, and an untracked mid would stay in
-        _acked_early until the 16-bit mids wrap, then pass a later alert with the same mid as acknowledged.
-        """
+        """Hand one message to paho (caller holds _lock); tracked until acknowledged (QoS 0 too, see edge.service.inflight)."""
         self._send(self._client, topic, payload, qos, retain, seq)
 
     def _send(self, client, topic: str, payload: str, qos: int, retain: bool, seq: int | None = None, removes: str | None = None) -> None:
@@ -360,14 +302,7 @@ class MqttSink:
         ``seq`` leaves the queue and ``removes`` (a config topic) leaves the discovery record once acknowledged.
         """
         info = client.publish(topic, payload, qos=qos, retain=retain)
-        with self._acks:
-            if info.mid in self._acked_early:  # the ack overtook us
-                self._acked_early.discard(info.mid)
-                self._acknowledged(seq, removes)
-            else:
-                self._inflight[info.mid] = seq
-                if removes is not None:
-                    self._removing[info.mid] = removes
+        self._inflight.track(info.mid, seq, removes)
 
     def _acknowledged(self, seq: int | None, removes: str | None, save: bool = True) -> None:
         if seq is not None:
@@ -376,29 +311,12 @@ class MqttSink:
             self._record.discard(removes)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._acks:
-            if client is not self._client:
-                return
-            if mid not in self._inflight:
-                self._acked_early.add(mid)
-                return
-            seq = self._inflight.pop(mid)
-            # Persist queue removals once the burst of acknowledgements is over: a crash
-            # in between costs a duplicate delivery, never a lost alert.
-            burst_over = all(s is None for s in self._inflight.values())
-            self._acknowledged(seq, self._removing.pop(mid, None), save=burst_over)
-            if not self._inflight:
-                self._acks.notify_all()
+        self._inflight.acknowledge(mid, lambda: client is self._client)
 
     def _wait_for_acks(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + max(timeout_s, 0.1)
-        with self._acks:
-            while self._inflight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    log.warning("MQTT: %d publish(es) not acknowledged when closing", len(self._inflight))
-                    return
-                self._acks.wait(left)
+        missing = self._inflight.wait(timeout_s)
+        if missing:
+            log.warning("MQTT: %d publish(es) not acknowledged when closing", missing)
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -436,21 +354,7 @@ class MqttSink:
                 self._stop.wait(delay)
 
     def _new_client(self):
-        import paho.mqtt.client as mqtt  # imported here so the service runs without paho when MQTT is off
-
-        s = self.settings
-        client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=self._client_id,
-            clean_session=True,
-            reconnect_on_failure=False,  # reconnecting is ours, with the shared backoff
-        )
-        client.connect_timeout = CONNECT_TIMEOUT_S
-        if s.username:
-            client.username_pw_set(s.username, self._password)
-        if self._tls is not None:
-            client.tls_set_context(self._tls)
-        client.will_set(s.topic("availability"), "offline", qos=s.qos, retain=True)
+        client = new_client(self.settings, self._client_id, self._password, self._tls)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -491,10 +395,7 @@ class MqttSink:
             if self._closed:
                 self._drop(client)
                 return
-            with self._acks:
-                self._inflight.clear()
-                self._acked_early.clear()
-                self._removing.clear()
+            self._inflight.clear()
             self._client = client
             self._publish(s.topic("availability"), "online", s.qos, retain=True)
             self._sync_discovery(client)
@@ -519,11 +420,7 @@ class MqttSink:
             self._connected = False
             self._up.clear()
         self._drop(client)
-        with self._acks:
-            self._inflight.clear()
-            self._acked_early.clear()
-            self._removing.clear()
-            self._acks.notify_all()
+        self._inflight.clear(wake=True)
         if not self._stop.is_set():
             log.warning("MQTT connection to %s lost; %d alert event(s) waiting; reconnecting", self._address, len(self._queue))
 
