@@ -24,7 +24,7 @@ import pytest
 import soundfile as sf
 from tiny_model import EMOTIONS
 
-from edge import history
+from edge import history, history_query
 from edge.classifier import StreamingClassifier
 from edge.history import Minute, Source
 from edge.model import Model
@@ -79,7 +79,7 @@ def synthetic_minutes(first_day: date, days: int, per_day: int = 60) -> list[Min
     """``per_day`` minutes of speech each day from 18:00 local, sad on even days, angry on odd ones, an alert a day."""
     out = []
     for d in range(days):
-        evening = history.local_midnight(first_day + timedelta(days=d)) + 18 * 3600
+        evening = history_query.local_midnight(first_day + timedelta(days=d)) + 18 * 3600
         label = "sad" if d % 2 == 0 else "angry"
         for i in range(per_day):
             m = Minute(int(evening) + 60 * i, heard_s=60.0, speech_s=30.0)
@@ -215,7 +215,7 @@ def test_the_audio_loop_never_waits_for_a_writer_that_is_stuck(tmp_path, monkeyp
 
 KILL_WRITER = """
 import sys, time
-from edge import history
+from edge import history, history_query
 from edge.history import Minute, Source
 src = Source("killed", "cd" * 32, "tiny", tuple(sys.argv[2].split(",")))
 db = history.open_for_writing(sys.argv[1])
@@ -457,7 +457,7 @@ def test_retention_and_the_size_cap_are_kept_by_the_service(tmp_path):
     sink.close()
     starts = [r["start"] for r in minutes_in(path)]
     assert min(starts) >= time.time() - 90 * DAY_S
-    assert max(starts) >= history.local_midnight(today)  # today's minutes stay
+    assert max(starts) >= history_query.local_midnight(today)  # today's minutes stay
 
     big = tmp_path / "big.sqlite"
     write_db(big, synthetic_minutes(today - timedelta(days=60), 60, per_day=300))
@@ -466,7 +466,7 @@ def test_retention_and_the_size_cap_are_kept_by_the_service(tmp_path):
     sink.close()
     assert big.stat().st_size <= 1_000_000  # the file itself shrank: the freed pages went back to the disk
     kept = [r["start"] for r in minutes_in(big)]
-    assert kept and max(kept) >= history.local_midnight(today - timedelta(days=1))  # the newest minutes stay, the oldest went
+    assert kept and max(kept) >= history_query.local_midnight(today - timedelta(days=1))  # the newest minutes stay, the oldest went
 
 
 def test_delete_before_a_date_and_delete_all_forget_for_real(tmp_path):
@@ -479,7 +479,7 @@ def test_delete_before_a_date_and_delete_all_forget_for_real(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"deleted 80 minute(s) of history before {first + timedelta(days=4)} from {path}" in proc.stderr
     starts = [r["start"] for r in minutes_in(path)]
-    assert len(starts) == 120 and min(starts) >= history.local_midnight(first + timedelta(days=4))
+    assert len(starts) == 120 and min(starts) >= history_query.local_midnight(first + timedelta(days=4))
 
     proc = run_edge("history", "--db", path, "--delete-all")
     assert proc.returncode == 0, proc.stderr
@@ -559,7 +559,7 @@ def test_the_heat_map_puts_each_minute_at_its_weekday_and_local_hour(tmp_path):
     path = tmp_path / "h.sqlite"
     write_db(path, synthetic_minutes(date(2026, 11, 2), 7, per_day=60))  # 18:00-19:00, Monday to Sunday
     db = history.connect(path, readonly=True)
-    answer = history.summary(db, "day")
+    answer = history_query.summary(db, "day")
     db.close()
     cells = {(c["weekday"], c["hour"]): c for c in answer["heatmap"]}
     assert sorted(cells) == [(w, 18) for w in range(7)]
@@ -622,7 +622,7 @@ def test_the_window_clock_is_the_minute_start_in_local_time_for_readers(tmp_path
     late = datetime(2026, 11, 5, 23, 59).timestamp()
     write_db(path, [Minute(int(late), 60.0, 60.0, {"calm": 120}, {"calm": 120.0})])
     db = history.connect(path, readonly=True)
-    assert [p["period"] for p in history.summary(db, "day")["periods"]] == ["2026-11-05"]
+    assert [p["period"] for p in history_query.summary(db, "day")["periods"]] == ["2026-11-05"]
     db.close()
 
 

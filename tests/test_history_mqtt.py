@@ -18,7 +18,7 @@ from mosquitto import Subscriber
 from test_history import SOURCE, real_speech, synthetic_minutes, write_db
 from test_homeassistant import render, schema_problems
 
-from edge import history
+from edge import history, history_query
 from edge.service.homeassistant import Capabilities, capabilities, discovery_configs
 from edge.settings import MqttSettings, ServiceSettings
 
@@ -32,7 +32,7 @@ def test_the_summary_holds_today_so_far_and_yesterday(tmp_path):
     today = date.today()
     write_db(path, synthetic_minutes(today - timedelta(days=3), 4, per_day=40))  # 40 minutes from 18:00 each day
     db = history.connect(path, readonly=True)
-    summary = history.daily_summary(db, today)
+    summary = history_query.daily_summary(db, today)
     db.close()
     assert summary["type"] == "summary" and summary["date"] == today.isoformat()
     assert summary["yesterday"]["date"] == (today - timedelta(days=1)).isoformat()
@@ -41,7 +41,7 @@ def test_the_summary_holds_today_so_far_and_yesterday(tmp_path):
     assert summary["today"]["shares"]["angry"] == pytest.approx(0.75) and summary["today"]["alerts"] == {"angry": 1}
     assert summary["yesterday"]["shares"]["sad"] == pytest.approx(0.75) and summary["yesterday"]["alerts"] == {"sad": 1}
     db = history.connect(path, readonly=True)
-    empty = history.daily_summary(db, today + timedelta(days=30))
+    empty = history_query.daily_summary(db, today + timedelta(days=30))
     db.close()
     assert empty["today"] == {"date": (today + timedelta(days=30)).isoformat(), "heard_s": 0.0, "speech_s": 0.0, "shares": {}, "alerts": {}}
 
@@ -63,7 +63,7 @@ def test_the_sensors_follow_the_documented_schema_and_read_the_summary(tmp_path)
     today = date.today()
     write_db(path, synthetic_minutes(today - timedelta(days=1), 2, per_day=40))
     db = history.connect(path, readonly=True)
-    payload = json.dumps(history.daily_summary(db, today))
+    payload = json.dumps(history_query.daily_summary(db, today))
     db.close()
     angry = configs["ha/sensor/car-1/today_angry/config"]
     assert render(angry["value_template"], payload) == "75.0"  # today (odd day of the two): three quarters of the speech angry
@@ -118,7 +118,7 @@ def test_the_service_publishes_the_summary_retained_and_the_sensors(data_dir, ti
     assert message.retain
     summary = message.json()
     db = history.connect(state / "history.sqlite", readonly=True)
-    expected = history.daily_summary(db, date.fromisoformat(summary["date"]))
+    expected = history_query.daily_summary(db, date.fromisoformat(summary["date"]))
     db.close()
     assert {k: v for k, v in summary.items() if k != "wall_time"} == expected  # every minute of the run is in it
     assert summary["today"]["speech_s"] > 0

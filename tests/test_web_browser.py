@@ -432,7 +432,7 @@ def plausible_history(path: Path, labels: tuple[str, ...], days: int = 30) -> No
     weekday evenings, a row of angry days with alerts. Made up (seeded), not heard: a month of listening cannot be replayed in a test."""
     from datetime import date, timedelta
 
-    from edge import history
+    from edge import history, history_query
 
     rng = np.random.default_rng(16)
     source = history.Source("browser-test", "ab" * 32, "test", labels)
@@ -452,7 +452,7 @@ def plausible_history(path: Path, labels: tuple[str, ...], days: int = 30) -> No
             if angry_days and "angry" in labels:
                 weights[labels.index("angry")] += 0.30
             weights /= weights.sum()
-            start = int(history.local_midnight(day)) + int(hour) * 3600
+            start = int(history_query.local_midnight(day)) + int(hour) * 3600
             for i in range(60):
                 m = history.Minute(start + 60 * i, heard_s=60.0)
                 n = int(rng.integers(30, 100))  # speech windows of the 120 in a minute

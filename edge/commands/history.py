@@ -54,18 +54,18 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
-    from edge import history
+    from edge import history, history_query
 
     try:
         path = _database(args)
         if args.delete or args.delete_all or args.before:
             return _forget(args, path)
-        since = history.parse_when(args.since, "--since") if args.since else None
-        until = history.parse_when(args.until, "--until", end=True) if args.until else None
-        history.check_by(args.by)
+        since = history_query.parse_when(args.since, "--since") if args.since else None
+        until = history_query.parse_when(args.until, "--until", end=True) if args.until else None
+        history_query.check_by(args.by)
         db = history.connect(path, readonly=True)
         try:
-            answer = history.summary(db, args.by, since, until)
+            answer = history_query.summary(db, args.by, since, until)
         finally:
             db.close()
     except history.HistoryError as exc:
@@ -103,7 +103,7 @@ def _database(args) -> str:
 
 
 def _forget(args, path: str) -> int:
-    from edge import history
+    from edge import history, history_query
 
     if args.delete_all and (args.delete or args.before):
         raise history.HistoryError("--delete-all deletes everything; leave out --delete and --before (or use them without it)")
@@ -111,7 +111,7 @@ def _forget(args, path: str) -> int:
         raise history.HistoryError("--delete needs --before DATE, the first day to keep (or use --delete-all)")
     if args.before and not args.delete:
         raise history.HistoryError(f"--before {args.before} only says what --delete deletes; add --delete (nothing was deleted)")
-    cutoff = float("inf") if args.delete_all else history.parse_when(args.before, "--before")
+    cutoff = float("inf") if args.delete_all else history_query.parse_when(args.before, "--before")
     if not os.path.isfile(path):
         raise history.HistoryError(f"there is no history database at {path}; nothing to delete")
     db = history.connect(path)

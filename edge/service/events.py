@@ -9,7 +9,7 @@ started, from the sample counter; all but "window" also carry "wall_time", ISO 8
 - "health":    periodic: source, listening (false while a microphone is reopened), sinks {name: status},
                queue_length, cpu_percent, uptime_s, windows, alerts_active, profile.
 - "summary":   with a history, when its figures changed: date, timezone, today and yesterday
-               (edge.history.daily_summary).
+               (edge.history_query.daily_summary).
 """
 
 from __future__ import annotations

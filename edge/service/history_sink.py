@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from edge import history
+from edge import history, history_query
 from edge.history import Minute, Source
 from edge.settings import HistorySettings
 
@@ -97,7 +97,7 @@ class HistorySink:
         return self.writer.status
 
     def take_summary(self) -> dict | None:
-        """Today's and yesterday's figures (``edge.history.daily_summary``) when they changed since the last call, else None."""
+        """Today's and yesterday's figures (``edge.history_query.daily_summary``) when they changed since the last call, else None."""
         return self.writer.take_summary()
 
     # -- internals ----------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ class HistoryWriter(threading.Thread):
     def _summarise(self) -> None:
         """Today's and yesterday's figures from the database (earlier runs of the day included), for the audio loop to send on."""
         try:
-            summary = history.daily_summary(self._db)
+            summary = history_query.daily_summary(self._db)
         except sqlite3.Error as exc:
             log.debug("history: no daily summary (%s)", exc)
             return

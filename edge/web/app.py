@@ -31,7 +31,7 @@ from pathlib import Path
 import flask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from edge import __version__, history
+from edge import __version__, history, history_query
 from edge.audio import AudioError, ClipTooLongError, audio_blocks
 from edge.classifier import StreamingClassifier
 from edge.inputs import RateTap, rate_warning
@@ -292,14 +292,14 @@ def history_view():
     args = flask.request.args
     try:
         by = args.get("by", "day")
-        since = history.parse_when(args["since"], "since") if args.get("since") else _days_ago(DEFAULT_HISTORY_DAYS - 1)
-        until = history.parse_when(args["until"], "until", end=True) if args.get("until") else None
+        since = history_query.parse_when(args["since"], "since") if args.get("since") else _days_ago(DEFAULT_HISTORY_DAYS - 1)
+        until = history_query.parse_when(args["until"], "until", end=True) if args.get("until") else None
         try:
             db = history.connect(path, readonly=True)
         except history.HistoryError:  # the service makes it within a minute of listening
-            return flask.jsonify(history.empty_summary(by, since, until))
+            return flask.jsonify(history_query.empty_summary(by, since, until))
         try:
-            return flask.jsonify(history.summary(db, by, since, until))
+            return flask.jsonify(history_query.summary(db, by, since, until))
         finally:
             db.close()
     except history.HistoryError as exc:
@@ -310,7 +310,7 @@ def history_view():
 
 
 def _days_ago(days: int) -> float:
-    return history.local_midnight(date.today() - timedelta(days=days))
+    return history_query.local_midnight(date.today() - timedelta(days=days))
 
 
 def _stream(live: LiveFeed, sub):
