@@ -335,7 +335,7 @@ def test_close_is_prompt_with_the_broker_down(tmp_path):
     sink.handle(alert(0))
     sink.close()
     assert sink.status == "closed"
-    assert not sink._thread.is_alive(), "the connection thread ends on close"
+    assert not sink._connection._thread.is_alive(), "the connection thread ends on close"
     assert len(AlertQueue(tmp_path / "q.jsonl")) == 1
 
 
@@ -481,7 +481,7 @@ def test_sessions_the_broker_ends_at_once_are_retried_with_backoff_not_in_a_stor
     """Two devices with one client id (two Pis left named raspberrypi) make the broker drop each in turn."""
     b = mosquitto_broker
     settings = MqttSettings(host=b.host, port=b.port, device_id="raspberrypi", discovery=False)
-    with caplog.at_level("INFO", logger="edge.service.mqtt"):
+    with caplog.at_level("INFO", logger="edge.service"):  # the sink and its connection (edge.service.mqtt_connection)
         first, second = MqttSink(settings, backoff=FAST), MqttSink(settings, backoff=FAST)
         try:
             time.sleep(3.0)
@@ -496,7 +496,7 @@ def test_sessions_the_broker_ends_at_once_are_retried_with_backoff_not_in_a_stor
 
 def test_a_broker_that_died_is_not_taken_for_another_client_using_the_id(mosquitto_broker, caplog):
     b = mosquitto_broker
-    with caplog.at_level("INFO", logger="edge.service.mqtt"):
+    with caplog.at_level("INFO", logger="edge.service"):  # the sink and its connection (edge.service.mqtt_connection)
         sink = MqttSink(MqttSettings(host=b.host, port=b.port, device_id="car1", discovery=False), backoff=FAST)
         try:
             assert wait_until(lambda: sink.status == "connected")

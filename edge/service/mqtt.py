@@ -10,7 +10,7 @@ Topics, under ``{topic_prefix}/{device_id}``:
   (``{"event_type": "angry"|"angry_end", ...the alert}``), not retained and not queued: an alert that
   started while the broker was away is announced when it returns only if it is still active.
 - ``summary``: with a history (``[history]``), today's and yesterday's speech, shares per label and
-  alerts (``edge.history.daily_summary``), retained, renewed as minutes are written.
+  alerts (``edge.history_query.daily_summary``), retained, renewed as minutes are written.
 - ``health``: the periodic health event, QoS 0; ``window``: every window, only with ``publish_windows``.
 Home Assistant discovery is :mod:`edge.service.homeassistant`. On every connect the sink publishes the
 configs it wants (retained) and removes, with an empty retained payload, every config it published
@@ -20,13 +20,11 @@ its own device id with its own unique_id (it subscribes to them). The settings a
 Nothing lost: every alert event goes into the :class:`~edge.service.queue.AlertQueue` (written to its
 file) before anything else, and leaves it only when the broker has acknowledged the publish.
 
-Reconnection: one manager thread per sink opens a fresh paho client per connection, with
-:func:`edge.service.backoff.retry` between attempts (paho's own reconnect is switched off, so
-the backoff lives in one place). A fresh client per connection means our queue is the only
-store of undelivered alerts: on every connect the manager publishes availability, discovery,
-the latest state and then the whole queue in order, while holding the lock ``handle`` takes,
-so an alert raised meanwhile lands after the backlog and the broker sees alerts in the order
-they were raised.
+Reconnection is :mod:`edge.service.mqtt_connection`: one thread per sink opens a fresh paho client
+per connection, with backoff between attempts. A fresh client per connection means our queue is the
+only store of undelivered alerts: on every connect the sink publishes availability, discovery, the
+latest state and then the whole queue in order, while holding the lock ``handle`` takes, so an alert
+raised meanwhile lands after the backlog and the broker sees alerts in the order they were raised.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ import os
 import threading
 import time
 
-from edge.service.backoff import Backoff, BackoffSettings, retry
+from edge.service.backoff import BackoffSettings
 from edge.service.homeassistant import (
     Capabilities,
     DiscoveryRecord,
@@ -48,7 +46,8 @@ from edge.service.homeassistant import (
     own_configs_filter,
 )
 from edge.service.inflight import Inflight
-from edge.service.mqtt_client import CONNECT_TIMEOUT_S, new_client, read_password, require_paho, tls_context
+from edge.service.mqtt_client import read_password, require_paho, tls_context
+from edge.service.mqtt_connection import Connection, drop
 from edge.service.queue import AlertQueue
 from edge.settings import MqttSettings
 
@@ -58,17 +57,9 @@ log = logging.getLogger(__name__)
 
 CLOSE_BUDGET_S = 1.0
 """Most time close() spends delivering what is pending: a first connection still under way (a short
-file run can end before it completes), then the acknowledgements. A stop should take well under 2 s
-(the unit's TimeoutStopSec=10 also covers a slow disk for the history and the voice profile)."""
-JOIN_WAIT_S = 0.3
-"""How long close() then waits for the connection thread, which may sit in a blocking connect to a silent host."""
-STABLE_SESSION_S = 10.0
-"""A connection that ends sooner is a drop, not an outage: the next one waits with backoff. A broker
-that ends sessions at once (another client with the same id, as two Pis left named raspberrypi are)
-was otherwise hammered with hundreds of connections a second."""
-SUSPECT_AFTER_SHORT_SESSIONS = 2
-"""Short sessions in a row before another client with our id is suspected: one is just as likely the broker
-going down (its end is logged as a lost connection, and the reconnection is then refused)."""
+file run can end before it completes), then the acknowledgements; the connection thread then gets
+``edge.service.mqtt_connection.JOIN_WAIT_S``. A stop should take well under 2 s (the unit's
+TimeoutStopSec=10 also covers a slow disk for the history and the voice profile)."""
 QUEUED_TYPES = ("alert", "alert_end")
 """Events that go through the persistent queue: they must arrive, in order."""
 RETAINED_TYPES = ("state", "summary")
@@ -109,17 +100,25 @@ class MqttSink:
         require_paho()
         self.settings = settings
         self.capabilities = capabilities or Capabilities()
-        self._password = read_password(settings.password_file) if settings.password_file else None
-        self._tls = tls_context(settings)
+        password = read_password(settings.password_file) if settings.password_file else None
+        tls = tls_context(settings)
         if settings.queue_file:
             AlertQueue.check_path(settings.queue_file)
         self._queue: AlertQueue | None = None
-        self._backoff = Backoff(backoff)
-        self._drop_backoff = Backoff(backoff)  # grows while sessions keep ending within STABLE_SESSION_S
         self._client_id = settings.client_id or f"ser-edge-{settings.device_id}"
-        self._address = f"{settings.host}:{settings.port}"
+        self._connection = Connection(
+            settings,
+            self._client_id,
+            password,
+            tls,
+            backoff,
+            begin=self._begin_session,
+            end=self._end_session,
+            on_publish=self._on_publish,
+            on_message=self._on_message,
+        )
+        self._address = self._connection.address
 
-        self._stop = threading.Event()
         self._closed = False
         # _lock orders publishes and guards the connection state; paho callbacks never take it
         # (paho calls on_publish holding its own message lock, which publish() also takes).
@@ -132,12 +131,7 @@ class MqttSink:
         self._inflight = Inflight(self._acknowledged)
         self._record: DiscoveryRecord | None = None  # opened by start(), like the queue
         self._wanted: frozenset[str] = frozenset()  # the config topics of this session; paho's thread reads it
-        self._connack = threading.Event()
-        self._attempt_pending = threading.Event()  # a connection attempt is under way and has not failed yet
         self._up = threading.Event()  # connected, and the backlog handed over
-        self._connack_reason: str | None = None
-        self._session_over = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self._address}", daemon=True)
         if start:
             self.start()
 
@@ -157,7 +151,7 @@ class MqttSink:
             for _, event in replacing._queue.items():
                 self._queue.append(event)
             replacing._queue.take_all()
-        self._thread.start()
+        self._connection.start()
 
     # -- the Sink interface ---------------------------------------------------------------------
 
@@ -227,10 +221,10 @@ class MqttSink:
             self._closed = True
             return
         deadline = time.monotonic() + CLOSE_BUDGET_S
-        if not self._up.is_set() and self._attempt_pending.is_set():
+        if not self._up.is_set() and self._connection.attempt_pending:
             # Not a broker that is down (then no attempt is pending), just one not reached yet.
             self._up.wait(CLOSE_BUDGET_S / 2)
-        self._stop.set()
+        self._connection.stop()
         with self._lock:
             self._closed = True
             client = self._client if self._connected else None
@@ -239,10 +233,7 @@ class MqttSink:
         if client is not None:
             self._wait_for_acks(deadline - time.monotonic())
             client.disconnect()
-        self._session_over.set()
-        self._thread.join(JOIN_WAIT_S)
-        if self._thread.is_alive():
-            log.warning("MQTT connection thread to %s still busy after %.1f s; leaving it", self._address, JOIN_WAIT_S)
+        self._connection.close()
         self._queue.flush()
         if len(self._queue):
             where = f"kept in {self.settings.queue_file}" if self.settings.queue_file else "lost (no queue_file is set)"
@@ -318,82 +309,14 @@ class MqttSink:
         if missing:
             log.warning("MQTT: %d publish(es) not acknowledged when closing", missing)
 
-    # -- connection -----------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        short_sessions = 0  # sessions in a row that the broker ended soon after accepting them
-        while not self._stop.is_set():
-            try:
-                client = retry(self._open_session, f"MQTT connection to {self._address}", self._stop, self._backoff, errors=(OSError,))
-            except Exception:  # a paho surprise must not end the thread: alerts would queue forever unseen
-                log.exception("MQTT connection to %s failed unexpectedly; retrying", self._address)
-                self._stop.wait(self._backoff.next_delay())
-                continue
-            if client is None:
-                return
-            began = time.monotonic()
-            self._session_over.wait()
-            self._end_session(client)
-            if time.monotonic() - began >= STABLE_SESSION_S:
-                self._drop_backoff.reset()
-                short_sessions = 0
-            elif not self._stop.is_set():
-                short_sessions += 1
-                delay = self._drop_backoff.next_delay()
-                if short_sessions >= SUSPECT_AFTER_SHORT_SESSIONS:
-                    # The broker keeps accepting us and ending us at once: a broker that died would refuse the connection.
-                    log.warning(
-                        "MQTT broker %s ended %d sessions in a row within %.0f s of connecting (is another client using %s?); "
-                        "reconnecting in %.1f s",
-                        self._address,
-                        short_sessions,
-                        STABLE_SESSION_S,
-                        self._client_id,
-                        delay,
-                    )
-                self._stop.wait(delay)
-
-    def _new_client(self):
-        client = new_client(self.settings, self._client_id, self._password, self._tls)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        return client
-
-    def _open_session(self):
-        """Connect a fresh client, wait for CONNACK, then publish what the broker must see first."""
-        self._attempt_pending.set()
-        try:
-            return self._connect_and_begin()
-        finally:
-            self._attempt_pending.clear()
-
-    def _connect_and_begin(self):
-        self._connack.clear()
-        self._connack_reason = None
-        self._session_over.clear()
-        client = self._new_client()
-        client.connect(self.settings.host, self.settings.port, self.settings.keepalive_s)  # OSError when unreachable
-        client.loop_start()
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        while not self._connack.wait(0.05):
-            if self._stop.is_set() or time.monotonic() > deadline or self._session_over.is_set():
-                self._drop(client)
-                if self._stop.is_set():
-                    return None
-                raise TimeoutError(f"no answer from the broker within {CONNECT_TIMEOUT_S:.0f} s")
-        if self._connack_reason is not None:
-            self._drop(client)
-            raise ConnectionRefusedError(f"the broker refused the connection: {self._connack_reason}")
-        self._begin_session(client)
-        return client
+    # -- sessions (edge.service.mqtt_connection calls these from its thread) ------------------------
 
     def _begin_session(self, client) -> None:
+        """The broker accepted a connection: publish availability, discovery, the latest state and the queued alerts, in order."""
         s = self.settings
         with self._lock:
             if self._closed:
-                self._drop(client)
+                drop(client)
                 return
             self._inflight.clear()
             self._client = client
@@ -416,21 +339,11 @@ class MqttSink:
             log.info("MQTT connected to %s as %s", self._address, self._client_id)
 
     def _end_session(self, client) -> None:
+        """The session is over: alerts queue until the next one."""
         with self._lock:
             self._connected = False
             self._up.clear()
-        self._drop(client)
+        drop(client)
         self._inflight.clear(wake=True)
-        if not self._stop.is_set():
+        if not self._connection.stopping:
             log.warning("MQTT connection to %s lost; %d alert event(s) waiting; reconnecting", self._address, len(self._queue))
-
-    def _drop(self, client) -> None:
-        client.disconnect()
-        client.loop_stop()
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._connack_reason = str(reason_code) if reason_code.is_failure else None
-        self._connack.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._session_over.set()
