@@ -29,12 +29,11 @@ from collections import deque
 from collections.abc import Callable
 
 from edge import history, history_query
-from edge.history import Minute, Source
+from edge.history import MINUTE_S, Minute, Source
 from edge.settings import HistorySettings
 
 log = logging.getLogger(__name__)
 
-MINUTE_S = 60
 # A microphone losing audio (overflows, a reopened device) falls behind the clock; beyond this the minutes follow the clock again.
 DRIFT_S = 120.0
 QUEUE_MINUTES = 64  # minutes handed to the writer and not yet taken; it takes them within milliseconds unless its thread is starved
