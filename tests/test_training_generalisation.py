@@ -222,6 +222,8 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
         "2",
         "--variants",
         "1",
+        "--layers",
+        "head",
         "--cache",
         str(tmp_path / "cache"),
         "--workers",
@@ -232,6 +234,7 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     assert main(args) == 0
     report = json.loads((tmp_path / "adapted" / "report.json").read_text())
     assert report["corpus_labels"] == {"pl": list(four)} and report["data"]["train"]["speakers"] == ["pl_EB0"]
+    assert report["adapt"]["layers"] == "head" and report["adapt"]["epochs"] == 2
     model = Model(tmp_path / "adapted" / "int8" / "ser_cnn_int8.tflite")
     assert model.labels == tuple(report["labels"]) and model.contract.metrics["adapted"]["epochs"] == 2
     assert "Adapted from" in (tmp_path / "adapted" / "int8" / "MODEL_CARD.md").read_text()

@@ -152,14 +152,14 @@ def cmd_crossval(args) -> int:
 
 def cmd_adapt(args) -> int:
     from convert.package import ConversionError, Gates, convert_run
-    from training.adapt import AdaptSettings, adapt, load_base
+    from training.adapt import adapt, load_base
     from training.manifest import load_manifest
 
     if not args.manifest:
         raise ValueError("adapt needs your labelled clips: --manifest mine.csv (rows path,label[,speaker][,corpus])")
     clips = [c for m in args.manifest for c in load_manifest(m)]
     base = load_base(args.base, args.keras)
-    settings = AdaptSettings(epochs=args.epochs, learning_rate=args.learning_rate, augment_variants=args.variants)
+    settings = _adapt_settings(args)
     validation = tuple(s.strip() for s in (args.validation or "").split(",") if s.strip())
     unknown = sorted(set(validation) - {c.speaker for c in clips})
     if unknown:
@@ -182,13 +182,13 @@ def cmd_adapt(args) -> int:
 
 
 def cmd_curve(args) -> int:
-    from training.adapt import AdaptSettings, learning_curve, load_base
+    from training.adapt import learning_curve, load_base
 
     clips, _ = _clips(args)
     base = load_base(args.base, args.keras)
     shots = tuple(int(k) for k in args.shots.split(","))
     result = learning_curve(
-        base, clips, args.corpus, args.out, shots, AdaptSettings(), args.cache, workers=args.workers, threads=args.threads
+        base, clips, args.corpus, args.out, shots, _adapt_settings(args), args.cache, workers=args.workers, threads=args.threads
     )
     print(f"| labelled clips per emotion | clips | UA on {', '.join(result['tested_on'])} |")
     print("|---:|---:|---:|")
@@ -196,6 +196,25 @@ def cmd_curve(args) -> int:
         print(f"| {row['shots_per_label']} | {row['clips']} | {row['ua_restricted']:.3f} |")
     print(f"curve.json and curve.png in {args.out}")
     return 0
+
+
+def _add_adapt_args(p: argparse.ArgumentParser) -> None:
+    """How adaptation fine-tunes (training.adapt.AdaptSettings), the same for adapt and curve."""
+    p.add_argument("--epochs", type=int, default=12, help="passes over the clips (default 12)")
+    p.add_argument("--learning-rate", type=float, default=3e-4, help="Adam's learning rate (default 3e-4)")
+    p.add_argument("--variants", type=int, default=4, help="augmented copies per clip (default 4)")
+    p.add_argument(
+        "--layers",
+        choices=("all", "head", "top"),
+        default="all",
+        help="what moves: every layer (default), only each network's last dense layer, or all but the first block",
+    )
+
+
+def _adapt_settings(args):
+    from training.adapt import AdaptSettings
+
+    return AdaptSettings(epochs=args.epochs, learning_rate=args.learning_rate, augment_variants=args.variants, layers=args.layers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,9 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keras", default="models/ser_cnn.keras", help="the float twin of --base when it is a .tflite")
     p.add_argument("--out", default="runs/adapted", help="run folder to write; the int8 model goes to OUT/int8/")
     p.add_argument("--validation", metavar="SPEAKERS", help="speakers of the manifest held out to score the result (default: none)")
-    p.add_argument("--epochs", type=int, default=12, help="passes over the clips (default 12)")
-    p.add_argument("--learning-rate", type=float, default=3e-4, help="Adam's learning rate (default 3e-4)")
-    p.add_argument("--variants", type=int, default=4, help="augmented copies per clip (default 4)")
+    _add_adapt_args(p)
     p.add_argument("--cache", default="cache", help="feature cache folder (safe to delete)")
     p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
@@ -288,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="the new corpus: half its speakers give labelled clips, the other half are tested")
     p.add_argument("--shots", default="0,5,10,20,50", help="labelled clips per emotion to try (default 0,5,10,20,50)")
     p.add_argument("--repeats", type=int, default=3, help="draws of clips per point, averaged (default 3)")
+    _add_adapt_args(p)
     p.add_argument("--out", default="runs/curve", help="folder for curve.json, curve.png and one run per point")
     p.add_argument("--cache", default="cache", help="feature cache folder (safe to delete)")
     p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
