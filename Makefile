@@ -85,7 +85,7 @@ test: system-packages lint test-device test-desk  ## lint, the device tests on t
 
 CROSSVAL = training/reports/crossval.json
 
-model: setup  ## train and convert the shipped model from $(DATA) (MODEL_MINUTES minutes on 2 cores from an empty cache; see training/README.md)
+model: setup  ## train and convert the shipped model from $(DATA) (26 minutes on 2 cores from an empty cache; see training/README.md)
 	$(PY) -m training train --data $(DATA) --out runs/model && $(PY) -m convert runs/model --data $(DATA) --reports training/reports $(if $(wildcard $(CROSSVAL)),--crossval $(CROSSVAL))
 
 crossval: setup  ## the leave-one-corpus-out table of the shipped settings into $(CROSSVAL) (about CROSSVAL_MINUTES minutes; resumes)

@@ -339,3 +339,35 @@ def test_settings_read_back_lists_as_tuples():
     # [-4, 4] from the command line is the default (-4.0, 4.0): the same feature-cache entries.
     given = AugmentSettings(pitch_semitones=[-4, 4])
     assert given == AugmentSettings(pitch_semitones=(-4.0, 4.0)) and json.dumps(given.to_dict()) == json.dumps(AugmentSettings().to_dict())
+
+
+def test_profile_sampler_draws_each_windows_own_speakers_statistics(clips):
+    """profile_p's windows are normalised with their speaker's enrolment statistics over k of their clips."""
+    from edge.profile import SpeechStats
+    from edge.speech import SpeechSettings
+    from training.features import ClipFeatures
+    from training.profiles import ProfileSampler, speaker_stats
+
+    chosen = [c for s in ("ravdess_01", "ravdess_02") for c in [c for c in clips if c.speaker == s][:3]]
+    features = [ClipFeatures(c, 0, *frames_of(clip_audio16k(c.path), Frontend(SMALL), SpeechSettings())) for c in chosen]
+    ws = window_set(features, SMALL, 1.0, 0.5, EMOTIONS)
+    by_key = {(f.clip.path, 0): f for f in features}
+    speakers = np.array([ws.clips[i].speaker for i in ws.clip])
+    rng = np.random.default_rng(0)
+
+    stats = speaker_stats(features)  # what enrolling each speaker on all three clips measures
+    mean, std = ProfileSampler(ws, by_key, (3, 3)).draw(np.arange(len(ws)), rng)
+    for speaker in ("ravdess_01", "ravdess_02"):
+        mine = speakers == speaker
+        np.testing.assert_allclose(mean[mine], np.broadcast_to(stats[speaker].mean, mean[mine].shape), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(std[mine], np.broadcast_to(stats[speaker].std, std[mine].shape), rtol=1e-4, atol=1e-4)
+
+    per_clip = {}
+    for f in features:
+        one = SpeechStats(SMALL.n_ceps)
+        one.add(f.mfcc, f.speech)
+        per_clip[f.clip.path] = (f.clip.speaker, one.mean)
+    mean, _ = ProfileSampler(ws, by_key, (1, 1)).draw(np.arange(len(ws)), rng)
+    for j, speaker in enumerate(speakers):  # one clip's statistics, always one of the window's own speaker's clips
+        assert any(s == speaker and np.allclose(mean[j], m, atol=1e-4) for s, m in per_clip.values())
+    assert len({tuple(np.round(m, 3)) for m in mean[speakers == "ravdess_01"]}) > 1  # drawn per window
