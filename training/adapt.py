@@ -295,7 +295,7 @@ def _plot_curve(result: dict, path: Path) -> None:
     for x, y in zip(k, ua, strict=True):
         ax.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     ax.set_xlabel("labelled clips per emotion (from other speakers of the corpus)")
-    ax.set_ylabel("UA on new speakers (%)")
+    ax.set_ylabel("restricted UA on new speakers (%)")
     ax.set_title(f"Adapting to {result['corpus']}: tested on {', '.join(result['tested_on'])}", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
