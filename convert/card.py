@@ -137,10 +137,16 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
     ]
     if m.get("adapted"):
         a = m["adapted"]
+        how = (
+            f"each network's last layer refitted on its frozen embeddings, held to the trained one with weight {a.get('head_l2', 0):g}"
+            + (", from windows with and without each speaker's own statistics" if a.get("profiles") else "")
+            if a.get("layers", "all") == "head"
+            else f"{a['layers']} layers fine-tuned, {a['epochs']} epochs at learning rate {a['learning_rate']:g}"
+        )
         lines += [
             "",
-            f"Adapted from `{a['base']}` on the clips above: {a['epochs']} epochs at learning rate {a['learning_rate']:g}, "
-            f"{a['augment_variants']} augmented copies per clip (`python -m training adapt`).",
+            f"Adapted from `{a['base']}` on the clips above: {how}; {a['augment_variants']} augmented copies per clip "
+            "(`python -m training adapt`).",
         ]
     if TEST in m:
         lines += ["", "Test speakers (RAVDESS 15 and 16, looked at once):", "", *_scores_table(m, TEST)]

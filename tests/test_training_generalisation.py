@@ -218,12 +218,10 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     args += [
         "--validation",
         "pl_KS0",
-        "--epochs",
-        "2",
         "--variants",
         "1",
-        "--layers",
-        "head",
+        "--head-l2",
+        "0.5",
         "--cache",
         str(tmp_path / "cache"),
         "--workers",
@@ -234,9 +232,15 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     assert main(args) == 0
     report = json.loads((tmp_path / "adapted" / "report.json").read_text())
     assert report["corpus_labels"] == {"pl": list(four)} and report["data"]["train"]["speakers"] == ["pl_EB0"]
-    assert report["adapt"]["layers"] == "head" and report["adapt"]["epochs"] == 2
+    assert report["adapt"]["layers"] == "head" and report["adapt"]["head_l2"] == 0.5  # the default way: the last layer refitted
+    fit = report["history"]
+    assert fit["windows"] >= report["windows"]["train"] and all(a < b for a, b in zip(fit["loss_after"], fit["loss_before"], strict=True))
+    base_weights = [w for w in __import__("keras").models.load_model(tmp_path / "base" / "model.keras").get_weights()]
+    adapted = __import__("keras").models.load_model(tmp_path / "adapted" / "model.keras").get_weights()
+    moved = [not np.array_equal(a, b) for a, b in zip(base_weights, adapted, strict=True)]
+    assert moved[-2:] == [True, True] and not any(moved[:-2])  # only the last dense layer's kernel and bias
     model = Model(tmp_path / "adapted" / "int8" / "ser_cnn_int8.tflite")
-    assert model.labels == tuple(report["labels"]) and model.contract.metrics["adapted"]["epochs"] == 2
+    assert model.labels == tuple(report["labels"]) and model.contract.metrics["adapted"]["head_l2"] == 0.5
     assert "Adapted from" in (tmp_path / "adapted" / "int8" / "MODEL_CARD.md").read_text()
     assert StreamingClassifier(model).classify_file(polish[0].path).label in model.labels
     bad = tmp_path / "bad.csv"
@@ -250,7 +254,7 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
         for label in four
         for c in [c for c in clips if c.speaker == s and c.label == label][:4]
     ]
-    quick = AdaptSettings(epochs=1, augment_variants=0)
+    quick = AdaptSettings(layers="all", epochs=1, augment_variants=0)  # the other way: every layer fine-tuned by Adam
     curve = learning_curve(
         load_base(tmp_path / "base"), nemo, "nemo", tmp_path / "curve", (0, 2), quick, tmp_path / "cache", workers=1, threads=1, repeats=2
     )
@@ -259,4 +263,24 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
         np.mean(curve["rows"][1]["draws"]), abs=1e-4
     )
     assert len(curve["tested_on"]) == 2 and not set(curve["tested_on"]) & set(curve["adapted_on"])
+    assert all(0 <= r["ua_restricted_enrolled"] <= 1 for r in curve["rows"]) and len(curve["rows"][1]["draws_enrolled"]) == 2
     assert (tmp_path / "curve" / "curve.png").stat().st_size > 1000
+
+
+def test_the_refitted_head_learns_the_clips_within_their_labels_and_stays_near_the_trained_one():
+    """fit_softmax_head: a weak pull fits separable clips; labels no clip allows keep their weights; a strong pull keeps all."""
+    from training.adapt import fit_softmax_head
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 30)
+    embeddings = rng.normal(size=(90, 6)) + 3.0 * np.eye(6)[y]
+    masks = np.zeros((90, 5), bool)
+    masks[:, :3] = True  # a corpus with three of the model's five labels
+    W0, b0 = rng.normal(size=(6, 5)), rng.normal(size=5)
+    W, b, fit = fit_softmax_head(embeddings, y, masks, np.ones(90), W0, b0, l2=1e-3)
+    assert (np.argmax(embeddings @ W[:, :3] + b[:3], axis=1) == y).mean() > 0.95 and fit["loss_after"] < fit["loss_before"]
+    assert np.array_equal(W[:, 3:], W0[:, 3:]) and np.array_equal(b[3:], b0[3:])
+    held, _, _ = fit_softmax_head(embeddings, y, masks, np.ones(90), W0, b0, l2=1e4)
+    assert np.abs(held - W0).max() < 1e-2 and np.abs(W - W0).max() > 0.5
+    weighted, _, _ = fit_softmax_head(embeddings, y, masks, np.where(y == 2, 0.0, 1.0), W0, b0, l2=1e-3)
+    assert not np.allclose(weighted, W)  # the windows' weights count

@@ -190,31 +190,52 @@ def cmd_curve(args) -> int:
     result = learning_curve(
         base, clips, args.corpus, args.out, shots, _adapt_settings(args), args.cache, workers=args.workers, threads=args.threads
     )
-    print(f"| labelled clips per emotion | clips | UA on {', '.join(result['tested_on'])} |")
-    print("|---:|---:|---:|")
+    print(f"| labelled clips per emotion | clips | restricted UA on {', '.join(result['tested_on'])} | each of them enrolled |")
+    print("|---:|---:|---:|---:|")
     for row in result["rows"]:
-        print(f"| {row['shots_per_label']} | {row['clips']} | {row['ua_restricted']:.3f} |")
+        print(f"| {row['shots_per_label']} | {row['clips']} | {row['ua_restricted']:.3f} | {row['ua_restricted_enrolled']:.3f} |")
     print(f"curve.json and curve.png in {args.out}")
     return 0
 
 
 def _add_adapt_args(p: argparse.ArgumentParser) -> None:
     """How adaptation fine-tunes (training.adapt.AdaptSettings), the same for adapt and curve."""
-    p.add_argument("--epochs", type=int, default=12, help="passes over the clips (default 12)")
-    p.add_argument("--learning-rate", type=float, default=3e-4, help="Adam's learning rate (default 3e-4)")
-    p.add_argument("--variants", type=int, default=4, help="augmented copies per clip (default 4)")
     p.add_argument(
         "--layers",
-        choices=("all", "head", "top"),
-        default="all",
-        help="what moves: every layer (default), only each network's last dense layer, or all but the first block",
+        choices=("head", "all", "top"),
+        default="head",
+        help="what moves: only each network's last dense layer, refitted on the frozen networks' embeddings (default; "
+        "seconds), every layer fine-tuned by Adam, or all but the first block",
     )
+    p.add_argument(
+        "--head-l2",
+        type=float,
+        default=0.3,
+        help="--layers head: how strongly the refitted layer is held to the trained one (default 0.3; smaller follows your clips more)",
+    )
+    p.add_argument(
+        "--no-profiles",
+        dest="profiles",
+        action="store_false",
+        help="--layers head: learn only from windows normalised with the population's statistics, not also with each "
+        "speaker's own (the view a voice profile gives on the device)",
+    )
+    p.add_argument("--epochs", type=int, default=12, help="--layers all/top: passes over the clips (default 12)")
+    p.add_argument("--learning-rate", type=float, default=3e-4, help="--layers all/top: Adam's learning rate (default 3e-4)")
+    p.add_argument("--variants", type=int, default=4, help="augmented copies per clip (default 4)")
 
 
 def _adapt_settings(args):
     from training.adapt import AdaptSettings
 
-    return AdaptSettings(epochs=args.epochs, learning_rate=args.learning_rate, augment_variants=args.variants, layers=args.layers)
+    return AdaptSettings(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        augment_variants=args.variants,
+        layers=args.layers,
+        head_l2=args.head_l2,
+        profiles=args.profiles,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
