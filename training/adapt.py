@@ -39,7 +39,7 @@ from training.objective import label_masks, masked_crossentropy, sample_weights,
 from training.profiles import profile_probs, speaker_stats
 from training.settings import TrainSettings
 from training.split import TRAIN, VALIDATION, Split
-from training.train import _batches, _configure_tensorflow, load_features
+from training.train import _batches, _configure_tensorflow, load_features, window_taker
 from training.windows import fit_normalization, window_set
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,10 @@ class AdaptSettings:
     """layers=head: weight of the squared distance of the refitted head from the trained one, against the mean
     cross-entropy of the windows; smaller follows the clips more (chosen on ASED, nEMO, TurEV and SAVEE held out)."""
     profiles: bool = True
-    """layers=head: learn from each window twice, against the population's statistics and against its speaker's
-    own (speakers with at least 20 s of speech in the clips), so the adapted model works with and without a profile."""
+    """Learn from windows normalised against their speaker's own statistics too, as the base model was trained, so the
+    adapted model works with and without a voice profile: head, each window twice (population's and its speaker's,
+    for speakers with at least 20 s of speech in the clips); all and top, the base's share ``profile_p`` of windows
+    against their speaker's statistics from a few of their clips."""
     renormalize: bool = False
     """Measure the normalisation's mean and spread on the new clips instead of keeping the training population's
     (a new corpus, microphone or language brings its own level and colour; the statistics need no labels)."""
@@ -152,32 +154,20 @@ def adapt(
     y_true = np.concatenate([targets(train_ws.y, masks, train_settings.label_smoothing), masks], axis=1)
     weights = sample_weights(train_ws, dataclasses.replace(train_settings, class_weights="corpus"), len(labels))
 
-    from training.augment import vtlp_matrices
-
-    vtlp = tuple(train_settings.vtlp_range) != (1.0, 1.0)
     norm = fit_normalization(base.normalization.kind, train_ws) if settings.renormalize else base.normalization
     if settings.renormalize and norm.kind == "window":
         norm = base.normalization
-
-    def take(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        windows = train_ws.take(index)
-        if vtlp:
-            warp = rng.random(len(index)) < train_settings.vtlp_p
-            alphas = np.where(warp, rng.uniform(*train_settings.vtlp_range, size=len(index)), 1.0)
-            windows = np.einsum("btc,bcd->btd", windows, vtlp_matrices(alphas, frontend))
-        return norm.apply(windows)
+    recorded = {(c.path, 0): features[(c.path, 0)] for c in split.select(clips, TRAIN)}
 
     _configure_tensorflow(settings.seed, threads)
     model = keras.models.load_model(base.keras_path, compile=False)
     if settings.layers == "head":
-        own = (
-            _speaker_normalizations(norm, [features[(c.path, 0)] for c in split.select(clips, TRAIN)], frontend)
-            if settings.profiles
-            else {}
-        )
+        own = _speaker_normalizations(norm, recorded.values(), frontend) if settings.profiles else {}
         history = _refit_heads(model, train_ws, norm, own, masks, weights, settings.head_l2)
     else:
-        history = _fine_tune(model, settings, take, y_true, weights, train_settings, len(labels))
+        # Adam sees what training saw: warps, and (with profiles) a share of windows against their speaker's statistics.
+        seen = train_settings if settings.profiles else dataclasses.replace(train_settings, profile_p=0.0)
+        history = _fine_tune(model, settings, window_taker(train_ws, recorded, norm, seen), y_true, weights, train_settings, len(labels))
 
     def predict(windows: np.ndarray) -> np.ndarray:
         return np.concatenate([model.predict(norm.apply(windows[i : i + 512]), verbose=0) for i in range(0, len(windows), 512)])

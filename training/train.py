@@ -119,6 +119,39 @@ def training_clips(clips: Sequence[Clip], settings: TrainSettings, split: Split)
     return [c for c in split.select(clips, TRAIN) if not settings.train_corpora or c.corpus in settings.train_corpora]
 
 
+def window_taker(train_ws: WindowSet, features: Mapping[tuple[str, int], ClipFeatures], norm, settings: TrainSettings):
+    """``take(index, rng)``: training windows as the network sees them, drawn anew each epoch.
+
+    Warped (VTLP), coloured (channel) if asked, then normalised, a share ``profile_p`` of them against their
+    speaker's profile (those neither warped nor coloured: a profile is measured on the same voice through the
+    same microphone, so it would take both away again). Training and adaptation use the same.
+    """
+    frontend = settings.frontend
+    vtlp = tuple(settings.vtlp_range) != (1.0, 1.0)
+    profiles = ProfileSampler(train_ws, features, settings.profile_clips) if settings.profile_p > 0 and norm.kind in FITTED else None
+
+    def take(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        windows = train_ws.take(index)
+        own = rng.random(len(index)) < settings.profile_p if profiles is not None else np.zeros(len(index), bool)
+        if vtlp:
+            warp = (rng.random(len(index)) < settings.vtlp_p) & ~own
+            alphas = np.where(warp, rng.uniform(*settings.vtlp_range, size=len(index)), 1.0)
+            windows = np.einsum("btc,bcd->btd", windows, vtlp_matrices(alphas, frontend))
+        if settings.channel_db > 0:
+            curves = channel_curves(len(index), settings.channel_db, frontend, rng)
+            curves[(rng.random(len(index)) >= settings.channel_p) | own] = 0.0
+            windows += curves[:, None, :]
+        out = norm.apply(windows)
+        if own.any():
+            mean, std = profiles.draw(index[own], rng)
+            centre = windows[own].mean(axis=1, keepdims=True) if norm.kind == "window_mean" else mean[:, None, :]
+            against = (windows[own] - centre) / (std[:, None, :] + norm.eps)  # Normalization.with_profile, per window
+            out[own, :, : against.shape[2]] = against
+        return out
+
+    return take
+
+
 def load_features(
     clips: Sequence[Clip], settings: TrainSettings, cache_dir: str | Path, split: Split, workers: int = 2, progress: bool = True
 ) -> dict[tuple[str, int], ClipFeatures]:
@@ -188,29 +221,7 @@ def train(
     if vtlp:
         vtlp_matrices(np.ones(1), frontend)  # refuses a frontend it cannot warp, before any training
 
-    profiles = ProfileSampler(train_ws, features, settings.profile_clips) if settings.profile_p > 0 and norm.kind in FITTED else None
-
-    def take(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Training windows as the network sees them: warped (VTLP), coloured (channel) if asked, then normalised,
-        a share of them against their speaker's profile (those neither warped nor coloured: a profile is
-        measured on the same voice through the same microphone, so it would take both away again)."""
-        windows = train_ws.take(index)
-        own = rng.random(len(index)) < settings.profile_p if profiles is not None else np.zeros(len(index), bool)
-        if vtlp:
-            warp = (rng.random(len(index)) < settings.vtlp_p) & ~own
-            alphas = np.where(warp, rng.uniform(*settings.vtlp_range, size=len(index)), 1.0)
-            windows = np.einsum("btc,bcd->btd", windows, vtlp_matrices(alphas, frontend))
-        if settings.channel_db > 0:
-            curves = channel_curves(len(index), settings.channel_db, frontend, rng)
-            curves[(rng.random(len(index)) >= settings.channel_p) | own] = 0.0
-            windows += curves[:, None, :]
-        out = norm.apply(windows)
-        if own.any():
-            mean, std = profiles.draw(index[own], rng)
-            centre = windows[own].mean(axis=1, keepdims=True) if norm.kind == "window_mean" else mean[:, None, :]
-            against = (windows[own] - centre) / (std[:, None, :] + norm.eps)  # Normalization.with_profile, per window
-            out[own, :, : against.shape[2]] = against
-        return out
+    take = window_taker(train_ws, features, norm, settings)
 
     masks = label_masks(train_ws, labels, per_corpus if settings.corpus_labels else None)
     y_true = np.concatenate([targets(train_ws.y, masks, settings.label_smoothing), masks], axis=1)
