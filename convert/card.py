@@ -139,7 +139,11 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
         a = m["adapted"]
         how = (
             f"each network's last layer refitted on its frozen embeddings, held to the trained one with weight {a.get('head_l2', 0):g}"
-            + (", from windows with and without each speaker's own statistics" if a.get("profiles") else "")
+            + (
+                f", from windows with and without their speaker's own statistics ({a['profiled_speakers']} speakers)"
+                if a.get("profiled_speakers")
+                else ""
+            )
             if a.get("layers", "all") == "head"
             else f"{a['layers']} layers fine-tuned, {a['epochs']} epochs at learning rate {a['learning_rate']:g}"
         )
