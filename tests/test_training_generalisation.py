@@ -232,7 +232,8 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     assert main(args) == 0
     report = json.loads((tmp_path / "adapted" / "report.json").read_text())
     assert report["corpus_labels"] == {"pl": list(four)} and report["data"]["train"]["speakers"] == ["pl_EB0"]
-    assert report["adapt"]["layers"] == "head" and report["adapt"]["head_l2"] == 0.5  # the default way: the last layer refitted
+    # The default with 3 clips per label (auto, under 20): the last layer refitted.
+    assert report["adapt"]["layers_asked"] == "auto" and report["adapt"]["layers"] == "head" and report["adapt"]["head_l2"] == 0.5
     fit = report["history"]
     assert all(a < b for a, b in zip(fit["loss_after"], fit["loss_before"], strict=True))
     # Each window seen twice: against the population's statistics and against its speaker's (pl_EB0's 12 clips).
@@ -256,7 +257,7 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
         for label in four
         for c in [c for c in clips if c.speaker == s and c.label == label][:4]
     ]
-    quick = AdaptSettings(layers="all", epochs=1, augment_variants=0)  # the other way: every layer fine-tuned by Adam
+    quick = AdaptSettings(epochs=1, augment_variants=0, auto_all_from=2)  # auto from 2 clips per label: every layer, by Adam
     curve = learning_curve(
         load_base(tmp_path / "base"), nemo, "nemo", tmp_path / "curve", (0, 2), quick, tmp_path / "cache", workers=1, threads=1, repeats=2
     )
@@ -266,6 +267,7 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     )
     assert len(curve["tested_on"]) == 2 and not set(curve["tested_on"]) & set(curve["adapted_on"])
     assert all(0 <= r["ua_restricted_enrolled"] <= 1 for r in curve["rows"]) and len(curve["rows"][1]["draws_enrolled"]) == 2
+    assert curve["rows"][1]["layers"] == "all"
     assert (tmp_path / "curve" / "curve.png").stat().st_size > 1000
 
 

@@ -190,10 +190,12 @@ def cmd_curve(args) -> int:
     result = learning_curve(
         base, clips, args.corpus, args.out, shots, _adapt_settings(args), args.cache, workers=args.workers, threads=args.threads
     )
-    print(f"| labelled clips per emotion | clips | restricted UA on {', '.join(result['tested_on'])} | each of them enrolled |")
-    print("|---:|---:|---:|---:|")
+    tested = ", ".join(result["tested_on"]) if len(result["tested_on"]) <= 4 else f"{len(result['tested_on'])} new speakers"
+    print(f"| labelled clips per emotion | clips | what moved | restricted UA on {tested} | each of them enrolled |")
+    print("|---:|---:|---|---:|---:|")
     for row in result["rows"]:
-        print(f"| {row['shots_per_label']} | {row['clips']} | {row['ua_restricted']:.3f} | {row['ua_restricted_enrolled']:.3f} |")
+        moved = row.get("layers", "nothing (zero-shot)")
+        print(f"| {row['shots_per_label']} | {row['clips']} | {moved} | {row['ua_restricted']:.3f} | {row['ua_restricted_enrolled']:.3f} |")
     print(f"curve.json and curve.png in {args.out}")
     return 0
 
@@ -202,10 +204,18 @@ def _add_adapt_args(p: argparse.ArgumentParser) -> None:
     """How adaptation fine-tunes (training.adapt.AdaptSettings), the same for adapt and curve."""
     p.add_argument(
         "--layers",
-        choices=("head", "all", "top"),
-        default="head",
-        help="what moves: only each network's last dense layer, refitted on the frozen networks' embeddings (default; "
-        "seconds), every layer fine-tuned by Adam, or all but the first block",
+        choices=("auto", "head", "all", "top"),
+        default="auto",
+        help="what moves: only each network's last dense layer, refitted on the frozen networks' embeddings (head; "
+        "seconds), every layer fine-tuned by Adam (all), all but the first block (top), or auto (default): all when "
+        "every label has --all-from clips, else head",
+    )
+    p.add_argument(
+        "--all-from",
+        type=int,
+        default=20,
+        metavar="N",
+        help="--layers auto: clips per label from which every layer is fine-tuned (default 20)",
     )
     p.add_argument(
         "--head-l2",
@@ -233,6 +243,7 @@ def _adapt_settings(args):
         learning_rate=args.learning_rate,
         augment_variants=args.variants,
         layers=args.layers,
+        auto_all_from=args.all_from,
         head_l2=args.head_l2,
         profiles=args.profiles,
     )
