@@ -5,7 +5,7 @@
     features  fill the feature cache (the device's frontend over every clip and variant)
     train     train the CNN speaker-independently and score it on the held-out speakers
     crossval  compare settings: leave one corpus out (or RAVDESS speaker folds), mean restricted UA
-    adapt     fine-tune a trained model on a few labelled clips of a new language or voice, then convert it
+    adapt     adapt a trained model to a few labelled clips of a new language or voice, then convert it
     curve     how adaptation grows with labelled clips per emotion, on a corpus the base never heard
 
 Then `python -m convert RUN_DIR` makes the int8 model, its contract and its card.
@@ -31,7 +31,7 @@ EXAMPLES = """examples:
   python -m training train --data ../shared/data --manifest my_clips.csv --out runs/mine
   python -m training crossval --out runs/cv-channel --set channel_db=12
   python -m training crossval --protocol speakers --out runs/cv-ravdess
-  python -m training adapt --manifest mine.csv --out runs/adapted        # the shipped model, fine-tuned, int8 in runs/adapted/int8
+  python -m training adapt --manifest mine.csv --out runs/adapted        # the shipped model, adapted, int8 in runs/adapted/int8
   python -m training curve --base runs/cv/fold5 --corpus turev --out runs/curve-turev
   python -m training train --out runs/fold0 --validation ravdess_01,ravdess_02,ravdess_07,ravdess_08,ravdess_13,ravdess_14 --set ensemble=1
 """
@@ -227,8 +227,8 @@ def _add_adapt_args(p: argparse.ArgumentParser) -> None:
         "--no-profiles",
         dest="profiles",
         action="store_false",
-        help="--layers head: learn only from windows normalised with the population's statistics, not also with each "
-        "speaker's own (the view a voice profile gives on the device)",
+        help="learn only from windows normalised with the population's statistics, not also with each speaker's own "
+        "(the view a voice profile gives on the device)",
     )
     p.add_argument("--epochs", type=int, default=12, help="--layers all/top: passes over the clips (default 12)")
     p.add_argument("--learning-rate", type=float, default=3e-4, help="--layers all/top: Adam's learning rate (default 3e-4)")
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     p = sub.add_parser(
         "adapt",
-        help="fine-tune a model on a few labelled clips, then convert it to int8",
+        help="adapt a model to a few labelled clips (its last layer, or every layer from 20 clips per label), then convert it to int8",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
