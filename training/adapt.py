@@ -51,7 +51,7 @@ LAYERS = ("auto", "head", "all", "top")
 
 @dataclass(frozen=True)
 class AdaptSettings:
-    """How a trained model is fine-tuned on a few labelled clips."""
+    """How a trained model is adapted to a few labelled clips."""
 
     epochs: int = 12
     """Passes over the adaptation windows (layers all and top)."""
@@ -133,7 +133,7 @@ def adapt(
     progress: bool = True,
     features=None,
 ) -> dict:
-    """Fine-tune ``base`` on ``clips`` (speakers in ``validation`` held out to score) and write a run folder for convert."""
+    """Adapt ``base`` to ``clips`` (speakers in ``validation`` held out to score) and write a run folder for convert."""
     import keras
 
     settings = settings or AdaptSettings()
