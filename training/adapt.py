@@ -1,4 +1,4 @@
-"""Few-shot adaptation: fine-tune a trained model on a few labelled clips of a new language or voice, in minutes.
+"""Few-shot adaptation: adapt a trained model to a few labelled clips of a new language or voice, in seconds.
 
 The base is a training run folder (``model.keras`` + ``report.json``, e.g. one fold of a cross-validation)
 or the shipped model (its contract names its training settings; its float twin is ``models/ser_cnn.keras``).
@@ -7,16 +7,17 @@ each window's loss is taken over the labels its corpus has, so a manifest with f
 those four and says nothing against the rest.
 
 With few clips (``layers="auto"``, the default, under ``auto_all_from`` clips of some label; or
-``layers="head"``) the networks stay as trained and only each one's last dense layer is refitted, on the embeddings of the clips and their augmented copies: a softmax regression over the
-manifest's labels, pulled toward the trained weights by ``head_l2`` (L2-SP), solved by L-BFGS in seconds.
+``layers="head"``) the networks stay as trained and only each one's last dense layer is refitted, on the
+embeddings of the clips and their augmented copies: a softmax regression over the manifest's labels,
+pulled toward the trained weights by ``head_l2`` (L2-SP), solved by L-BFGS in seconds.
 A few dozen clips cannot teach 240,000 weights without teaching them their speakers, but they can re-aim
 the last layer. On corpora held out of training, 10 clips per emotion from other speakers took new ASED
 speakers from 0.39 to 0.52 restricted UA and left nEMO and TurEV where they were, where fine-tuning every
 layer by Adam (``layers="all"``; ``"top"`` keeps the first block) lost 7 points on nEMO. From 20 clips of
 every label on, Adam did better on three corpora of four, so ``auto`` fine-tunes every layer then
-(training/README.md, "Adaptation"). With ``profiles`` the
-adaptation also learns from windows normalised against their own speaker's statistics (as ``python -m edge
-enroll`` measures them), so the adapted model serves with and without a voice profile, as the base was trained.
+(training/README.md, "Adaptation"). With ``profiles`` the adaptation also learns from windows normalised
+against their own speaker's statistics (as ``python -m edge enroll`` measures them), so the adapted model
+serves with and without a voice profile, as the base was trained.
 The result is a run folder that ``python -m convert`` turns into an int8 model with its contract and card,
 through the same checks.
 """
@@ -239,12 +240,8 @@ def _fine_tune(
 def _speaker_normalizations(norm: Normalization, features, min_clips: int) -> dict[str, Normalization]:
     """Each speaker's own normalisation (a voice profile from their clips' speech frames), for speakers with
     ``min_clips`` clips or more (training's ``profile_clips`` lower bound: a few sentences, as at enrolment)."""
-    from training.profiles import speaker_stats
-
     features = list(features)
-    counts = {}
-    for f in features:
-        counts[f.clip.speaker] = counts.get(f.clip.speaker, 0) + 1
+    counts = Counter(f.clip.speaker for f in features)
     return {
         speaker: norm.with_profile(stats.mean, stats.std)
         for speaker, stats in speaker_stats(features).items()
