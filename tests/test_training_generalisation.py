@@ -251,6 +251,10 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     capsys.readouterr()
     assert main(["adapt", "--manifest", str(bad), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "x")]) == 2
     assert "the clips have labels the base model does not: frustrated" in capsys.readouterr().err
+    bad.write_text(f"path,label,speaker,corpus\n{polish[0].path},angry,EB0,pl\n{polish[1].path},angry,EB0,pl\n")
+    assert main(["adapt", "--manifest", str(bad), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "each corpus needs clips of two labels or more" in err and "pl (angry) has one" in err
     nemo = [
         c
         for s in ("nemo_EB0", "nemo_KS0", "nemo_IC0", "nemo_MP0")

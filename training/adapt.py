@@ -149,6 +149,12 @@ def adapt(
     train_settings = dataclasses.replace(base.settings, augment_variants=settings.augment_variants, labels=base.labels, train_corpora=())
     split = Split(validation=tuple(validation), test=())
     per_corpus = corpus_labels(clips)
+    lonely = sorted(f"{corpus} ({labels[0]})" for corpus, labels in per_corpus.items() if len(labels) < 2)
+    if lonely:
+        raise ValueError(
+            f"each corpus needs clips of two labels or more, since it is judged among its own labels only: {', '.join(lonely)} "
+            "has one; add clips of other emotions, or give these clips the corpus column of a set that has them"
+        )
     if features is None:
         features = load_features(clips, train_settings, cache_dir, split, workers, progress)
     frontend, labels = train_settings.frontend, base.labels
