@@ -200,7 +200,6 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     from edge.classifier import StreamingClassifier
     from edge.model import Model
     from training.__main__ import main
-    from training.adapt import AdaptSettings, learning_curve, load_base
     from training.split import Split
     from training.train import train
 
@@ -261,14 +260,19 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
         for label in four
         for c in [c for c in clips if c.speaker == s and c.label == label][:4]
     ]
-    quick = AdaptSettings(epochs=1, augment_variants=0, auto_all_from=2)  # auto from 2 clips per label: every layer, by Adam
-    curve = learning_curve(
-        load_base(tmp_path / "base"), nemo, "nemo", tmp_path / "curve", (0, 2), quick, tmp_path / "cache", workers=1, threads=1, repeats=2
-    )
-    assert [r["shots_per_label"] for r in curve["rows"]] == [0, 2] and curve["rows"][1]["clips"] == 2 * 4
+    (tmp_path / "nemo.csv").write_text("path,label,speaker,corpus\n" + "".join(f"{c.path},{c.label},{c.speaker[5:]},pl\n" for c in nemo))
+    capsys.readouterr()
+    # Through the command line, as a user runs it; --all-from 2: every layer by Adam. 99 clips per label takes all 8 of each.
+    args = ["curve", "--data", "", "--manifest", str(tmp_path / "nemo.csv"), "--base", str(tmp_path / "base"), "--corpus", "pl"]
+    args += ["--shots", "0,2,99", "--repeats", "2", "--all-from", "2", "--epochs", "1", "--variants", "0", "--out", str(tmp_path / "curve")]
+    assert main(args + ["--cache", str(tmp_path / "cache"), "--workers", "1", "--threads", "1"]) == 0
+    assert "| 2 | 8 | all |" in capsys.readouterr().out
+    curve = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    assert [r["shots_per_label"] for r in curve["rows"]] == [0, 2, 99] and [r["clips"] for r in curve["rows"]] == [0, 8, 32]
     assert len(curve["rows"][1]["draws"]) == 2 and curve["rows"][1]["ua_restricted"] == pytest.approx(
         np.mean(curve["rows"][1]["draws"]), abs=1e-4
     )
+    assert len(curve["rows"][2]["draws"]) == 1  # every clip of the pool: another draw would be the same
     assert len(curve["tested_on"]) == 2 and not set(curve["tested_on"]) & set(curve["adapted_on"])
     assert all(0 <= r["ua_restricted_enrolled"] <= 1 for r in curve["rows"]) and len(curve["rows"][1]["draws_enrolled"]) == 2
     assert curve["rows"][1]["layers"] == "all"
@@ -292,3 +296,18 @@ def test_the_refitted_head_learns_the_clips_within_their_labels_and_stays_near_t
     assert np.abs(held - W0).max() < 1e-2 and np.abs(W - W0).max() > 0.5
     weighted, _, _ = fit_softmax_head(embeddings, y, masks, np.where(y == 2, 0.0, 1.0), W0, b0, l2=1e-3)
     assert not np.allclose(weighted, W)  # the windows' weights count
+
+
+def test_curve_refuses_shots_and_repeats_it_cannot_use(capsys):
+    """--shots and --repeats are checked when parsed, with one sentence, not a traceback from deep inside."""
+    from training.__main__ import build_parser
+
+    base = ["curve", "--base", "runs/x", "--corpus", "nemo"]
+    assert build_parser().parse_args([*base, "--shots", "0,10,50", "--repeats", "1"]).shots == (0, 10, 50)
+    for bad, said in ((["--shots", "0,ten"], "is not a comma-separated list"), (["--shots", "5,-1"], "cannot be negative")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, *bad])
+        assert said in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--repeats", "0"])
+    assert "'0' is not a whole number of 1 or more" in capsys.readouterr().err

@@ -186,9 +186,17 @@ def cmd_curve(args) -> int:
 
     clips, _ = _clips(args)
     base = load_base(args.base, args.keras)
-    shots = tuple(int(k) for k in args.shots.split(","))
     result = learning_curve(
-        base, clips, args.corpus, args.out, shots, _adapt_settings(args), args.cache, workers=args.workers, threads=args.threads
+        base,
+        clips,
+        args.corpus,
+        args.out,
+        args.shots,
+        _adapt_settings(args),
+        args.cache,
+        workers=args.workers,
+        threads=args.threads,
+        repeats=args.repeats,
     )
     tested = ", ".join(result["tested_on"]) if len(result["tested_on"]) <= 4 else f"{len(result['tested_on'])} new speakers"
     print(f"| labelled clips per emotion | clips | what moved | restricted UA on {tested} | each of them enrolled |")
@@ -198,6 +206,26 @@ def cmd_curve(args) -> int:
         print(f"| {row['shots_per_label']} | {row['clips']} | {moved} | {row['ua_restricted']:.3f} | {row['ua_restricted_enrolled']:.3f} |")
     print(f"curve.json and curve.png in {args.out}")
     return 0
+
+
+def _shots(text: str) -> tuple[int, ...]:
+    try:
+        shots = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers, like 0,5,10") from None
+    if any(k < 0 for k in shots):
+        raise argparse.ArgumentTypeError(f"{text!r}: clips per emotion cannot be negative")
+    return shots
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return n
 
 
 def _add_adapt_args(p: argparse.ArgumentParser) -> None:
@@ -335,8 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, help="a training run folder whose model never heard --corpus (a leave-one-corpus-out fold)")
     p.add_argument("--keras", default=None, help="the float twin of --base when it is a .tflite")
     p.add_argument("--corpus", required=True, help="the new corpus: half its speakers give labelled clips, the other half are tested")
-    p.add_argument("--shots", default="0,5,10,20,50", help="labelled clips per emotion to try (default 0,5,10,20,50)")
-    p.add_argument("--repeats", type=int, default=3, help="draws of clips per point, averaged (default 3)")
+    p.add_argument(
+        "--shots",
+        type=_shots,
+        default=(0, 5, 10, 20, 50),
+        help="labelled clips per emotion to try, comma-separated (default 0,5,10,20,50; a number over what a label has takes all its clips)",
+    )
+    p.add_argument("--repeats", type=_positive, default=3, help="draws of clips per point, averaged (default 3)")
     _add_adapt_args(p)
     p.add_argument("--out", default="runs/curve", help="folder for curve.json, curve.png and one run per point")
     p.add_argument("--cache", default="cache", help="feature cache folder (safe to delete)")

@@ -340,7 +340,8 @@ def learning_curve(
     """UA on half of ``corpus``'s speakers after adapting on ``k`` labelled clips per emotion of its other half, for each k.
 
     ``base`` must never have heard ``corpus`` (e.g. the fold of a leave-one-corpus-out run that held it out).
-    k = 0 is the base model as it is (zero-shot); every other k is the mean over ``repeats`` draws of clips.
+    k = 0 is the base model as it is (zero-shot); every other k is the mean over ``repeats`` draws of clips (one draw
+    when k is over what every label has: all its clips).
     """
     import keras
 
@@ -379,9 +380,11 @@ def learning_curve(
             rows.append({"shots_per_label": 0, "clips": 0, "ua_restricted": zero, "ua_restricted_enrolled": zero_enrolled, "draws": []})
             continue
         draws, enrolled = [], []
-        for draw in range(repeats):  # each draw its own clips: which few clips a user labels moves the result
+        by_label = [[c for c in pool if c.label == label] for label in per_corpus[corpus]]
+        # Each draw its own clips: which few clips a user labels moves the result. A k that takes every clip draws once.
+        for draw in range(repeats if any(len(candidates) > k for candidates in by_label) else 1):
             pick = np.random.default_rng([seed, k, draw])
-            chosen = [c for label in per_corpus[corpus] for c in _pick([c for c in pool if c.label == label], k, pick)]
+            chosen = [c for candidates in by_label for c in _pick(candidates, k, pick)]
             run = out_dir / f"shots{k}-{draw}"
             report = adapt(base, chosen, run, settings, cache_dir, (), workers, threads, progress=False, features=features)
             plain, mine = score(keras.models.load_model(run / "model.keras", compile=False), _run_normalization(run))
