@@ -177,6 +177,8 @@ class StreamingClassifier:
         self.profile = profile
         self.adapt = adapt
         self._stats = _starting_stats(c, profile, adapt) if adapt is not None else None
+        self._started = utc_now()  # a profile adaptation starts afresh was made now
+        self._learnt = False  # adaptation has counted speech since it started
         self._normalization = c.normalization.with_profile(profile.mean, profile.std) if profile else c.normalization
         self.reset()
 
@@ -189,10 +191,9 @@ class StreamingClassifier:
         """The profile as adaptation has it now (to save), or the profile given; None without either."""
         if self._stats is None:
             return self.profile
-        base = self.profile or VoiceProfile.from_stats(self._stats, self.model.contract)
-        return replace(
-            VoiceProfile.from_stats(self._stats, self.model.contract, base.created), updated=utc_now() if self._stats.count else ""
-        )
+        created = self.profile.created if self.profile else self._started
+        learnt = utc_now() if self._learnt else (self.profile.updated if self.profile else "")
+        return replace(VoiceProfile.from_stats(self._stats, self.model.contract, created), updated=learnt)
 
     @property
     def speech_settings(self) -> SpeechSettings:
@@ -257,6 +258,7 @@ class StreamingClassifier:
         if self._stats is not None and flags.any():
             self._stats.decay(self.adapt.decay(int(flags.sum()), self.frontend_settings.hop_ms))
             self._stats.add(mfcc, flags)
+            self._learnt = True
             self._normalization = self.model.contract.normalization.with_profile(self._stats.mean, self._stats.std)
         self._frames = np.concatenate((self._frames, mfcc))
         self._flags = np.concatenate((self._flags, flags))
@@ -348,4 +350,4 @@ def _starting_stats(contract, profile: VoiceProfile | None, adapt: Adaptation) -
     mean = np.asarray(norm.mean, np.float64) if len(norm.mean) == n else np.zeros(n)
     std = np.asarray(norm.std, np.float64) if len(norm.std) == n else np.ones(n)
     count = adapt.prior_s * 1000 / contract.frontend.hop_ms
-    return SpeechStats(n, count, mean * count, (std**2 + mean**2) * count)
+    return SpeechStats(n, count, mean * count, (std**2 + mean**2) * count, prior=count)

@@ -100,3 +100,26 @@ def why(exc: OSError) -> str:
     if isinstance(exc, NotRegularFileError):
         return str(exc)
     return exc.strerror.lower() if exc.strerror else str(exc)
+
+
+def why_unwritable(path: str | os.PathLike) -> str | None:
+    """None when ``write_atomically`` could write ``path``; otherwise why not, in a few words. Nothing is written.
+
+    An atomic save makes a temporary file in the folder and renames it over the path, so it is the
+    folder that must be writable (a read-only mount says so too), or, when the folder is still to be
+    made, the nearest one that exists.
+    """
+    path = Path(path)
+    kind = what_is(path)
+    if kind is not None:
+        return f"it is {kind}, not a regular file"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():  # a dangling link: mkdir would fail on it
+            return f"{folder} is a broken link"
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} cannot be written by this user (or is on a read-only file system)"
+    return None

@@ -30,6 +30,8 @@ class SpeechStats:
     """Speech frames counted (a float: adaptation decays it)."""
     total: np.ndarray = field(default=None)  # type: ignore[assignment]
     squares: np.ndarray = field(default=None)  # type: ignore[assignment]
+    prior: float = 0.0
+    """Of ``count``, the frames that stand for statistics it started from rather than speech heard (decayed alike)."""
 
     def __post_init__(self) -> None:
         self.total = np.zeros(self.n_ceps) if self.total is None else np.asarray(self.total, np.float64)
@@ -45,6 +47,7 @@ class SpeechStats:
     def decay(self, factor: float) -> None:
         """Weigh everything counted so far by ``factor`` (0..1): older speech counts less."""
         self.count *= factor
+        self.prior *= factor
         self.total *= factor
         self.squares *= factor
 
@@ -102,24 +105,28 @@ class VoiceProfile:
     """When it was made (ISO 8601, UTC)."""
     updated: str = ""
     """When adaptation last changed it (ISO 8601, UTC), empty if never."""
+    prior_s: float = 0.0
+    """A profile the device started learning without enrolment also holds the population's statistics,
+    weighted as this many seconds of speech (decayed like the rest); not counted in ``speech_s``."""
     format: str = PROFILE_FORMAT
 
     @classmethod
     def from_stats(cls, stats: SpeechStats, contract, created: str | None = None) -> VoiceProfile:
         return cls(
             mean=tuple(round(float(v), 6) for v in stats.mean),
-            std=tuple(round(float(v), 6) for v in stats.std),
-            speech_s=round(stats.count * contract.frontend.hop_ms / 1000, 2),
+            std=tuple(max(round(float(v), 6), 1e-6) for v in stats.std),  # a spread of 0 would be refused when read
+            speech_s=round((stats.count - stats.prior) * contract.frontend.hop_ms / 1000, 2),
             model_sha256=contract.sha256,
             frontend=contract.frontend.to_dict(),
             created=created or utc_now(),
+            prior_s=round(stats.prior * contract.frontend.hop_ms / 1000, 2),
         )
 
     def stats(self, hop_ms: float) -> SpeechStats:
         """Running sums that reproduce this profile, weighted by its seconds of speech (for adaptation)."""
-        count = self.speech_s * 1000 / hop_ms
+        count = (self.speech_s + self.prior_s) * 1000 / hop_ms
         mean, std = np.asarray(self.mean), np.asarray(self.std)
-        return SpeechStats(len(mean), count, mean * count, (std**2 + mean**2) * count)
+        return SpeechStats(len(mean), count, mean * count, (std**2 + mean**2) * count, prior=self.prior_s * 1000 / hop_ms)
 
     def check(self, contract, where: str) -> None:
         """Refuse a profile made for another model or frontend, in one sentence."""
@@ -142,6 +149,7 @@ class VoiceProfile:
             "model_sha256": self.model_sha256,
             "created": self.created,
             "updated": self.updated,
+            "prior_s": self.prior_s,
             "frontend": self.frontend,
             "mean": list(self.mean),
             "std": list(self.std),
@@ -155,36 +163,61 @@ class VoiceProfile:
     def load(cls, path: str | os.PathLike, contract=None) -> VoiceProfile:
         """Read a profile; ProfileError (one sentence) if it is unreadable or, given a model's contract, not for that model."""
         path = Path(path)
+        again = "; delete it and enrol again (`python -m edge enroll`)"
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise ProfileError(f"{path}: no such profile; make one with `python -m edge enroll --out {path} ...`") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ProfileError(f"{path}: not a readable profile ({exc})") from None
+        except OSError as exc:
+            raise ProfileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise ProfileError(f"{path}: not a voice profile (it is not text; a profile is the JSON `enroll` writes)") from None
+        except json.JSONDecodeError as exc:
+            raise ProfileError(f"{path}: not a readable profile (broken JSON at line {exc.lineno}){again}") from None
         if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
-            raise ProfileError(f"{path}: not a ser-edge voice profile (format {data.get('format') if isinstance(data, dict) else None!r})")
+            raise ProfileError(f'{path}: not a ser-edge voice profile (it has no "format": "{PROFILE_FORMAT}")')
         try:
             profile = cls(
-                mean=_finite(data["mean"], "mean"),
-                std=_finite(data["std"], "std"),
-                speech_s=float(data["speech_s"]),
-                model_sha256=str(data["model_sha256"]),
-                frontend=dict(data["frontend"]),
+                mean=_numbers(data, "mean"),
+                std=_numbers(data, "std", positive=True),
+                speech_s=_number(data, "speech_s"),
+                model_sha256=str(_field(data, "model_sha256")),
+                frontend=_field(data, "frontend", dict),
                 created=str(data.get("created", "")),
-                updated=str(data.get("updated", "")),
+                updated=str(data.get("updated") or ""),
+                prior_s=_number(data, "prior_s", 0.0),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProfileError(f"{path}: the profile is damaged ({exc})") from None
+        except ValueError as exc:
+            raise ProfileError(f"{path}: the profile is damaged ({exc}){again}") from None
         if contract is not None:
             profile.check(contract, str(path))
         return profile
 
 
-def _finite(values, name: str) -> tuple[float, ...]:
-    out = tuple(float(v) for v in values)
-    if not out or not all(np.isfinite(out)):
-        raise ValueError(f"{name} must be a list of finite numbers")
-    return out
+def _field(data: dict, key: str, kind: type | None = None):
+    if key not in data:
+        raise ValueError(f'it has no "{key}"')
+    if kind is not None and not isinstance(data[key], kind):
+        raise ValueError(f'"{key}" is not a {kind.__name__}')
+    return data[key]
+
+
+def _number(data: dict, key: str, default: float | None = None) -> float:
+    """A finite number of 0 or more: seconds of speech."""
+    value = data.get(key, default) if default is not None else _field(data, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+        raise ValueError(f'"{key}" must be a number of 0 or more')
+    return float(value)
+
+
+def _numbers(data: dict, key: str, positive: bool = False) -> tuple[float, ...]:
+    """A list of finite numbers (above 0 for a spread: a window is divided by it)."""
+    values = _field(data, key, list)
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+        raise ValueError(f'"{key}" must be a list of finite numbers')
+    if positive and min(values) <= 0:
+        raise ValueError(f'"{key}" must be above 0 everywhere')
+    return tuple(float(v) for v in values)
 
 
 def utc_now() -> str:

@@ -11,12 +11,13 @@ import threading
 import time
 from pathlib import Path
 
-from edge.files import what_is
-from edge.profile import ProfileError, VoiceProfile
+from edge.files import read_regular, what_is
+from edge.profile import PROFILE_FORMAT, ProfileError, VoiceProfile
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 3.0  # stopping waits this long at most for the last save
+NEVER = "never (not adapted since enrolment)"  # how text output shows an "updated" of None
 
 
 def load_profile(path: str | Path, contract=None) -> VoiceProfile:
@@ -30,18 +31,43 @@ def load_profile(path: str | Path, contract=None) -> VoiceProfile:
     return VoiceProfile.load(path, contract)
 
 
+def is_profile_file(path: str) -> bool:
+    """A regular file that begins as a profile does (its "format" line), whether or not the rest can be read."""
+    try:
+        head = read_regular(path, 256)
+    except OSError:
+        return False
+    return f'"format": "{PROFILE_FORMAT}"'.encode() in head
+
+
+def in_use(path: str, profile: VoiceProfile) -> str:
+    """One line for the commands that judge against a profile: which, and how much speech it holds."""
+    return f"judged against the voice profile {path} ({profile.speech_s:.0f} s of speech)"
+
+
 def describe(profile: VoiceProfile, contract=None) -> dict:
-    """What ``info --profile`` and ``profile show`` print: how much speech, when, and which model it belongs to."""
+    """What ``info --profile`` and ``profile show`` print: how much speech, when, and which model it belongs to.
+
+    ``updated`` is None when adaptation never changed it; ``prior_s`` is there when it still holds some of
+    the population's statistics (a profile the device began learning without enrolment). Given the model's
+    ``contract``, ``fits_model`` says whether that model takes it and, when not, ``does_not_fit`` why.
+    """
     out = {
         "speech_s": profile.speech_s,
         "created": profile.created,
-        "updated": profile.updated or "never (not adapted since enrolment)",
+        "updated": profile.updated or None,
+        **({"prior_s": profile.prior_s} if profile.prior_s else {}),
         "model_sha256": profile.model_sha256,
         "frontend": profile.frontend,
         "coefficients": len(profile.mean),
     }
     if contract is not None:
-        out["fits_model"] = profile.model_sha256 == contract.sha256 and profile.frontend == contract.frontend.to_dict()
+        try:
+            profile.check(contract, "this model")
+            out["fits_model"] = True
+        except ProfileError as exc:
+            out["fits_model"] = False
+            out["does_not_fit"] = str(exc).removeprefix("this model: ")
     return out
 
 

@@ -51,7 +51,7 @@ def main(args) -> int:
     from edge.classifier import StreamingClassifier
     from edge.model import Model
     from edge.profile import ProfileError
-    from edge.voice import load_profile
+    from edge.voice import in_use, load_profile
 
     if options.threads_refused(args.threads):
         return 2
@@ -63,6 +63,8 @@ def main(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    if profile is not None:  # on stderr, like the summary: --json's stdout stays one object per file
+        _note(args, in_use(args.profile, profile))
     failed, done, started = 0, 0, time.monotonic()
     if not args.json:
         print(f"{'file':<48} {'emotion':<10} {'p':>5} {'secs':>6}  speech")
@@ -95,12 +97,16 @@ def main(args) -> int:
                 flush=True,
             )
     # One line on stderr, so that --json's stdout stays one object per file (a log record when logs are JSON).
-    summary = f"{done} file{'s' if done != 1 else ''}, {failed} failed, {time.monotonic() - started:.1f} s"
-    if getattr(args, "log_format", "text") == "json":
-        log.info("%s", summary)
-    else:
-        print(summary, file=sys.stderr)
+    _note(args, f"{done} file{'s' if done != 1 else ''}, {failed} failed, {time.monotonic() - started:.1f} s")
     return 1 if failed else 0
+
+
+def _note(args, line: str) -> None:
+    """A line for the person, on stderr (a log record when logs are JSON)."""
+    if getattr(args, "log_format", "text") == "json":
+        log.info("%s", line)
+    else:
+        print(line, file=sys.stderr)
 
 
 def _emit_error(as_json: bool, path: str, message: str) -> None:

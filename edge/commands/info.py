@@ -25,7 +25,7 @@ def main(args) -> int:
     from edge.model import Model
     from edge.profile import ProfileError
     from edge.runtime import runtime_version
-    from edge.voice import describe, load_profile
+    from edge.voice import NEVER, describe, load_profile
 
     try:
         model = Model(args.model)
@@ -66,7 +66,7 @@ def main(args) -> int:
         if isinstance(value, dict):
             print(f"{key}:")
             for k, v in value.items():
-                print(f"  {k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+                print(f"  {k}: {json.dumps(v) if isinstance(v, (dict, list)) else NEVER if v is None else v}")
         else:
             print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
     return 0

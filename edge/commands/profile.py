@@ -33,20 +33,24 @@ def main(args) -> int:
     from edge.files import why
     from edge.model import Model, ModelError
     from edge.profile import ProfileError
-    from edge.voice import describe, load_profile
+    from edge.voice import NEVER, describe, is_profile_file, load_profile
 
     try:
         profile = load_profile(args.path)  # reset too: only a profile is deleted, never another file given by mistake
     except ProfileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if args.action == "reset" and is_profile_file(args.path):
+            profile = None  # it says it is one, but is broken (edited by hand, or a failing disk): reset is for this too
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.action == "reset":
         try:
             os.remove(args.path)
         except OSError as exc:
             print(f"error: cannot delete {args.path} ({why(exc)}); run this as the user who owns it", file=sys.stderr)
             return 1
-        print(f"deleted {args.path} ({profile.speech_s:.0f} s of speech); the voice will be learnt afresh", file=sys.stderr)
+        held = f"{profile.speech_s:.0f} s of speech" if profile else "it was damaged"
+        print(f"deleted {args.path} ({held}); the voice will be learnt afresh", file=sys.stderr)
         return 0
     try:
         contract = Model(args.model).contract
@@ -58,5 +62,5 @@ def main(args) -> int:
         print(json.dumps(info))
     else:
         for key, value in info.items():
-            print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list, bool)) else value}")
+            print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list, bool)) else NEVER if value is None else value}")
     return 0

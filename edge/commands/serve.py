@@ -55,7 +55,7 @@ def main(args) -> int:
     from edge.model import Model, ModelError
     from edge.profile import ProfileError
     from edge.signals import StopFlag
-    from edge.voice import load_profile
+    from edge.voice import in_use, load_profile
     from edge.web.access import read_token
     from edge.web.app import create_app
     from edge.web.server import ServerError, serve_in_thread
@@ -82,7 +82,8 @@ def main(args) -> int:
     stop = StopFlag()  # not threading.Event: its set() may deadlock inside a signal handler
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"serving the page on {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    uploads = f"; uploads {in_use(args.profile, profile)}" if profile else ""
+    print(f"serving the page on {server.url}{uploads} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         stop.wait()
     finally:

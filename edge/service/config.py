@@ -21,7 +21,7 @@ from pathlib import Path
 import tomllib
 
 from edge.checks import Checked, ConfigError, checked, refuse, show
-from edge.files import NotRegularFileError, read_regular, what_is, why
+from edge.files import NotRegularFileError, read_regular, what_is, why, why_unwritable
 from edge.history import EXAMPLE_PATH as HISTORY_EXAMPLE
 from edge.history import database_path
 from edge.model import LABEL
@@ -194,6 +194,9 @@ def _check_files(settings: ServiceSettings) -> None:
     if profile.path and not (profile.adapt and not Path(profile.path).exists()):
         # Adapting may start a profile of its own where none is yet; anything else needs one made by enroll.
         _need_file("profile.path", profile.path, "make one with `python -m edge enroll --out PATH`")
+    problem = why_unwritable(profile.path) if profile.path and profile.adapt else None
+    if problem:  # found now, not at the first save minutes later, with what was learnt lost at the stop
+        raise refuse("profile.path", profile.path, f"adapting saves the profile there, but {problem}; give a path the service may write")
     history = database_path(settings)
     kind = what_is(history) if history else None
     if kind is not None and settings.history.path:  # SQLite would fail on it at every write

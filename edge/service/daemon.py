@@ -305,7 +305,8 @@ def _voice_profile(settings: ProfileSettings, model: Model) -> tuple[VoiceProfil
         return None, adapt
     if adapt is not None and not Path(settings.path).exists():
         log.info(
-            "voice profile %s does not exist yet: learning the voice from the speech heard, starting from the population's", settings.path
+            "voice profile %s does not exist yet: learning the voice from the speech heard, starting from the population's statistics",
+            settings.path,
         )
         return None, adapt
     try:

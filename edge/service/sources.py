@@ -292,6 +292,19 @@ class MicSource:
                 raise SourceError(f"no input device matches {device!r} (input devices: {names}); see python -m edge devices")
         self.name = f"mic:{device or 'default'}"
 
+    def require_device(self) -> InputDevice:
+        """The input device ``chunks`` will open, or SourceError now: for a one-off recording, which must not wait
+        with backoff for a microphone that is not there, as the service does."""
+        sd = self._sd
+        try:
+            with quiet_stderr(self.quiet):
+                device = find_device(list_input_devices(sd), self.wanted, default_input_index(sd))
+        except sd.PortAudioError as exc:
+            raise SourceError(f"PortAudio cannot list the audio devices ({exc})") from None
+        if device is None:
+            raise SourceError(f"no microphone: input device {self.wanted or 'default'} is not present; see python -m edge devices")
+        return device
+
     def _open(self) -> InputDevice:
         """One attempt to (re)open the device; OSError when it is missing or busy."""
         self._close_stream()
