@@ -76,6 +76,17 @@ def test_page_offers_upload_and_recording_and_names_every_emotion(client):
     assert "default-src 'self'" in r.headers["Content-Security-Policy"]
 
 
+def test_page_says_when_uploads_are_judged_against_a_voice_profile(client, tiny_model_path):
+    from edge.profile import VoiceProfile
+
+    contract = Model(tiny_model_path).contract
+    n = contract.frontend.n_ceps
+    profile = VoiceProfile((0.0,) * n, (1.0,) * n, 42.4, contract.sha256, contract.frontend.to_dict(), "2026-11-30T00:00:00+00:00")
+    html = create_app(tiny_model_path, profile=profile).test_client().get("/").get_data(as_text=True)
+    assert "clips are judged against a voice profile (42 s of speech)" in html
+    assert "voice profile" not in client.get("/").get_data(as_text=True)
+
+
 def test_page_and_assets_load_nothing_from_elsewhere(client):
     html = client.get("/").get_data(as_text=True)
     assets = re.findall(r'(?:href|src|data-worklet)="([^"]+)"', html)

@@ -211,6 +211,7 @@ def index():
         max_upload_bytes=p.max_upload_bytes,
         hop_s=p.hop_s,
         history=p.history is not None,
+        profile_s=round(p.classifier.profile.speech_s) if p.classifier.profile else None,
         token_query={"token": given} if given else {},
     )
 
