@@ -101,6 +101,8 @@ def test_info_and_profile_show_say_what_it_holds_and_reset_deletes_it(enrolled, 
     assert info.returncode == 0, info.stderr
     held = json.loads(info.stdout)["profile"]
     assert held["speech_s"] >= 20 and held["created"] and held["model_sha256"] == Model(tiny_model_path).contract.sha256
+    text = edge("info", "--model", tiny_model_path, "--profile", enrolled).stdout
+    assert "  updated: never (not adapted since enrolment)" in text and text.count("never (not adapted") == 1, "only the profile's"
     shown = edge("profile", "show", "--json", "--model", tiny_model_path, enrolled)
     assert shown.returncode == 0 and json.loads(shown.stdout)["fits_model"] is True
     copy = tmp_path / "copy.json"

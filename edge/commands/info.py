@@ -66,7 +66,9 @@ def main(args) -> int:
         if isinstance(value, dict):
             print(f"{key}:")
             for k, v in value.items():
-                print(f"  {k}: {json.dumps(v) if isinstance(v, (dict, list)) else NEVER if v is None else v}")
+                print(
+                    f"  {k}: {json.dumps(v) if isinstance(v, (dict, list)) else NEVER if (key, k) == ('profile', 'updated') and v is None else v}"
+                )
         else:
             print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
     return 0
