@@ -28,12 +28,14 @@ def _scores_table(metrics: dict, role: str) -> list[str]:
     return rows
 
 
-def _data_table(contract: ModelContract, data: dict) -> list[str]:
+def _data_table(contract: ModelContract, data: dict, corpora: list[str] | None = None) -> list[str]:
     per_corpus = contract.training_data.get("corpus_labels", {})
     rows = ["| corpus | language | speakers trained on | held out | labels | terms |", "|---|---|---:|---|---|---|"]
-    for corpus in contract.training_data.get("corpora", []):
+    for corpus in corpora if corpora is not None else contract.training_data.get("corpora", []):
         trained = [s for s in data[TRAIN]["speakers"] if s.startswith(f"{corpus}_")]
-        held = [s.split("_", 1)[1] for role in (VALIDATION, TEST) for s in data[role]["speakers"] if s.startswith(f"{corpus}_")]
+        held = [
+            s.split("_", 1)[1] for role in (VALIDATION, TEST) for s in data.get(role, {}).get("speakers", []) if s.startswith(f"{corpus}_")
+        ]
         language = LANGUAGES.get(contract.training_data.get("corpus_languages", {}).get(corpus, ""), "")
         rows.append(
             f"| {NAMES.get(corpus, corpus)} | {language} | {len(trained)} | {', '.join(held) or '-'} | "
@@ -42,13 +44,17 @@ def _data_table(contract: ModelContract, data: dict) -> list[str]:
     return rows
 
 
-def _crossval_lines(crossval: dict | None) -> list[str]:
-    if not crossval:
+def _crossval_lines(crossval: dict | None, base: dict | None = None) -> list[str]:
+    if not crossval and base and base.get("leave_one_corpus_out"):
+        crossval, whose = base["leave_one_corpus_out"], f"Of the base model, {base['name']}, before adaptation: e"
+    elif not crossval:
         return ["No leave-one-corpus-out figures were given to the converter (`python -m convert --crossval FILE`)."]
+    else:
+        whose = "E"
     differ = crossval.get("settings_differ") or []
     same = f"with these settings but {', '.join(differ)}" if differ else "with the same settings"
     lines = [
-        f"Each corpus held out whole in turn (RAVDESS by speaker folds), one network trained on the rest {same} "
+        f"{whose}ach corpus held out whole in turn (RAVDESS by speaker folds), one network trained on the rest {same} "
         "(`python -m training crossval`); restricted = the argmax over the labels that corpus has.",
         "",
         "| held out | clips | UA | restricted UA | restricted UA, each speaker enrolled |",
@@ -74,6 +80,7 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
     m = contract.metrics
     data = report["data"]
     s = report["settings"]
+    base = contract.training_data.get("adapted_from")
     languages = ", ".join(LANGUAGES.get(x, x) for x in contract.training_data.get("languages", []))
     weak = [name for name, c in (crossval or {}).get("corpora", {}).items() if c["ua_restricted"] < WEAK_UA]
     lines = [
@@ -93,10 +100,16 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
         f"{m['latency_ms_per_window_1_thread']:.2f} ms per window on one core of the build machine.",
         "",
         "## Data",
-        f"Acted emotional speech in {languages or 'the languages of the corpora'}: {len(data[TRAIN]['speakers'])} speakers trained on. "
-        "Speaker-independent: validation and test speakers never appear in training.",
-        "",
-        *_data_table(contract, data),
+        *(
+            _adapted_data(contract, base, data)
+            if base
+            else [
+                f"Acted emotional speech in {languages or 'the languages of the corpora'}: {len(data[TRAIN]['speakers'])} speakers trained on. "
+                "Speaker-independent: validation and test speakers never appear in training.",
+                "",
+                *_data_table(contract, data),
+            ]
+        ),
         "",
         "Labels a corpus does not have were not counted against them: each window's loss was taken over its own corpus's labels "
         + ("(`corpus_labels`)." if s.get("corpus_labels", True) else "(off for this model).")
@@ -122,7 +135,7 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
         "",
         "## How well it does on corpora it never heard",
         "",
-        *_crossval_lines(crossval),
+        *_crossval_lines(crossval, base),
         "",
         "## Metrics of this model (clip level, held-out speakers)",
         "",
@@ -181,7 +194,31 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
             if c in CORPUS_TERMS
         ],
         "",
-        f"Rebuild: `make model` (see training/README.md). Contract: `{contract.name}.json` (sha256 {contract.sha256[:16]}…).",
+        f"Rebuild: {'`python -m training adapt` with the same manifest and base' if base else '`make model`'} (see training/README.md). "
+        f"Contract: `{contract.name}.json` (sha256 {contract.sha256[:16]}…).",
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def _adapted_data(contract: ModelContract, base: dict, data: dict) -> list[str]:
+    """An adapted model's data: what its base was trained on, then the clips it was adapted on."""
+    base_data = base["data"]
+    base_corpora = sorted({s.split("_", 1)[0] for s in base_data[TRAIN]["speakers"]})
+    own = sorted(
+        {s.split("_", 1)[0] for s in data[TRAIN]["speakers"]} | {s.split("_", 1)[0] for s in data.get(VALIDATION, {}).get("speakers", [])}
+    )
+    clips = sum(data[TRAIN]["clips"].values())
+    held = data.get(VALIDATION, {}).get("speakers", [])
+    return [
+        f"Adapted from {base['name']}, which was trained on {len(base_data[TRAIN]['speakers'])} speakers of acted emotional speech "
+        "(speaker-independent: its validation and test speakers never appeared in its training):",
+        "",
+        *_data_table(contract, base_data, base_corpora),
+        "",
+        f"then adapted on {clips} labelled clips of {len(data[TRAIN]['speakers'])} speaker(s)"
+        + (f", with {', '.join(held)} held out to score it" if held else ", none held out")
+        + ":",
+        "",
+        *_data_table(contract, data, own),
+    ]

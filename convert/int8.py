@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _quietly(convert):
+    """Run a TFLite conversion without its export's listing of every tensor on stdout (kept in the debug log)."""
+    with contextlib.redirect_stdout(io.StringIO()) as said:
+        out = convert()
+    log.debug("%s", said.getvalue())
+    return out
 
 
 def to_int8_tflite(keras_model, representative: np.ndarray, max_calibration: int = 500, seed: int = 0) -> bytes:
@@ -22,20 +36,23 @@ def to_int8_tflite(keras_model, representative: np.ndarray, max_calibration: int
         for x in samples:
             yield [x[None, ...]]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = calibration
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+    def convert() -> bytes:
+        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = calibration
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        return converter.convert()
+
+    return _quietly(convert)
 
 
 def to_float_tflite(keras_model) -> bytes:
     """The float32 TFLite twin, for parity checks and benchmarks."""
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
+    return _quietly(lambda: tf.lite.TFLiteConverter.from_keras_model(keras_model).convert())
 
 
 def tensor_specs(tflite_bytes: bytes):

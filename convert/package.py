@@ -129,6 +129,19 @@ def convert_run(
         )
 
     used = sorted({c.corpus for c in clips})
+    corpus_languages = {corpus: next(c.language for c in clips if c.corpus == corpus) for corpus in used}
+    corpus_labels_all = {k: list(v) for k, v in per_corpus.items()}
+    base = (report.get("adapt") or {}).get("base_data")
+    protocol = "speaker-independent: validation and test speakers never appear in training"
+    if base:  # an adapted model derives from its base's corpora too: they stay in its data and its licence
+        base_corpora = sorted({s.split("_", 1)[0] for s in base["data"][TRAIN]["speakers"]})
+        used = sorted(set(used) | set(base_corpora))
+        corpus_languages = {**corpus_languages, **{k: v for k, v in base.get("corpus_languages", {}).items() if v}}
+        corpus_labels_all = {**base.get("corpus_labels", {}), **corpus_labels_all}
+        protocol = (
+            f"adapted from {base['name']} (trained {protocol}) on the clips of training_data.split; "
+            "scores on the adaptation clips' own speakers say nothing of new voices"
+        )
     contract = ModelContract(
         labels=labels,
         frontend=frontend,
@@ -141,13 +154,14 @@ def convert_run(
         speech=settings.speech,
         training_data={
             "corpora": used,
-            "languages": sorted({c.language for c in clips if c.language}),
-            "corpus_languages": {corpus: next(c.language for c in clips if c.corpus == corpus) for corpus in used},
-            "corpus_labels": {k: list(v) for k, v in per_corpus.items()},
+            "languages": sorted({language for language in corpus_languages.values() if language}),
+            "corpus_languages": corpus_languages,
+            "corpus_labels": corpus_labels_all,
             "split": report["data"],
             "augmentation": {"variants_per_clip": settings.augment_variants, **settings.augment.to_dict()},
             "train_settings": settings.to_dict(),
-            "protocol": "speaker-independent: validation and test speakers never appear in training",
+            "protocol": protocol,
+            **({"adapted_from": base} if base else {}),
         },
         licence=licence_text(used),
     )
@@ -197,7 +211,8 @@ def convert_run(
         latency_ms_per_window_1_thread=round(ms, 3),
         size_bytes=len(tflite),
         **({"validation_is_training": True} if checked_on_training else {}),
-        **({"adapted": report["adapt"]} if report.get("adapt") else {}),
+        # What the base was trained on is training_data.adapted_from, once.
+        **({"adapted": {k: v for k, v in report["adapt"].items() if k != "base_data"}} if report.get("adapt") else {}),
         **({"leave_one_corpus_out": {k: crossval[k] for k in ("protocol", "corpora", "mean")}} if crossval else {}),
         parameters=int(keras_model.count_params()),
         note="clip level: the mean of the probabilities of each clip's speech windows, as the device does",

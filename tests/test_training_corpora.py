@@ -287,6 +287,10 @@ def test_manifest_loads_relative_paths_aliases_and_defaults(tmp_path):
         ("path,label\nclips/a.wav,sad\nclips/missing.wav,sad\n", "row 3: audio file 'clips/missing.wav' not found"),
         ("path,label\nclips/a.wav\n", "row 2: expected at least path and label"),
         ("path,label\nclips/bad.wav,sad\n", "row 2: 'clips/bad.wav' is not a readable audio file"),
+        ("", "has no clips: one row per clip"),
+        ("path,label,speaker,corpus\n\n", "has no clips: one row per clip"),
+        ("file,emotion\nclips/a.wav,sad\n", r"row 1 looks like a header \(file,emotion\): the header must be path,label"),
+        ("path,label\nclips/a.wav,sad\n./clips/a.wav,angry\n", "row 3: './clips/a.wav' is already row 2; give each clip once"),
     ],
 )
 def test_manifest_errors_name_row_and_value(tmp_path, body, message):
@@ -295,6 +299,17 @@ def test_manifest_errors_name_row_and_value(tmp_path, body, message):
     manifest = tmp_path / "m.csv"
     manifest.write_text(body)
     with pytest.raises(ManifestError, match=message):
+        load_manifest(manifest)
+
+
+def test_manifest_from_a_spreadsheet_semicolons_and_another_encoding(tmp_path):
+    _write(tmp_path / "a.wav")
+    manifest = tmp_path / "excel.csv"
+    manifest.write_bytes("\ufeffpath;label;speaker;corpus\r\na.wav;Anger;ayse;turev\r\n".encode())
+    (clip,) = load_manifest(manifest)
+    assert (clip.label, clip.speaker, clip.language) == ("angry", "turev_ayse", "tr"), "a known corpus's language by default"
+    manifest.write_bytes("path,label\ncaf\xe9.wav,sad\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match='is not UTF-8 text: save it as "CSV UTF-8"'):
         load_manifest(manifest)
 
 

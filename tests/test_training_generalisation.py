@@ -229,6 +229,9 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
         "1",
     ]
     assert main(args) == 0
+    said = capsys.readouterr().out
+    assert "int8 on held-out speakers, pl: UA " in said and "(the base model, float: " in said, "what adapting bought"
+    assert "Saved artifact" not in said and len(said.splitlines()) == 4, "the tool's own lines, not TensorFlow's export listing"
     report = json.loads((tmp_path / "adapted" / "report.json").read_text())
     assert report["corpus_labels"] == {"pl": list(four)} and report["data"]["train"]["speakers"] == ["pl_EB0"]
     # The default with 3 clips per label (auto, under 20): the last layer refitted.
@@ -243,7 +246,14 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     assert moved[-2:] == [True, True] and not any(moved[:-2])  # only the last dense layer's kernel and bias
     model = Model(tmp_path / "adapted" / "int8" / "ser_cnn_int8.tflite")
     assert model.labels == tuple(report["labels"]) and model.contract.metrics["adapted"]["head_l2"] == 0.5
-    assert "last layer refitted" in (tmp_path / "adapted" / "int8" / "MODEL_CARD.md").read_text()
+    card = (tmp_path / "adapted" / "int8" / "MODEL_CARD.md").read_text()
+    assert "last layer refitted" in card
+    # It still derives from its base's corpora: they stay in its data, its licence and its card, beside the new clips.
+    assert model.contract.training_data["corpora"] == ["pl", "ravdess"] and "RAVDESS" in model.contract.licence
+    assert model.contract.training_data["adapted_from"]["name"] == str(tmp_path / "base")
+    assert f"Adapted from {tmp_path / 'base'}, which was trained on 1 speakers" in card and "| RAVDESS | English | 1 | 02 |" in card
+    assert "then adapted on 12 labelled clips of 1 speaker(s), with pl_KS0 held out to score it" in card
+    assert "- RAVDESS: " in card and "Rebuild: `python -m training adapt`" in card
     assert StreamingClassifier(model).classify_file(polish[0].path).label in model.labels
     bad = tmp_path / "bad.csv"
     bad.write_text(f"path,label\n{polish[0].path},frustrated\n")
@@ -311,3 +321,58 @@ def test_curve_refuses_shots_and_repeats_it_cannot_use(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--repeats", "0"])
     assert "'0' is not a whole number of 1 or more" in capsys.readouterr().err
+
+
+def test_adapt_refuses_what_it_must_not_write_over_or_start_from(tmp_path):
+    """--out, --base and --validation are checked before any clip is read, each in one sentence."""
+    from training.__main__ import _speakers, build_parser
+    from training.adapt import SHIPPED, SHIPPED_FLOAT, check_out, load_base
+    from training.corpora import Clip
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is a file; adapt writes a run folder"):
+        check_out(tmp_path / "afile")
+    fold = tmp_path / "fold5"
+    fold.mkdir()
+    (fold / "report.json").write_text('{"settings": {}}')
+    with pytest.raises(ValueError, match="holds other files and no earlier adaptation; give a new or empty folder"):
+        check_out(fold)
+    earlier = tmp_path / "adapted"
+    earlier.mkdir()
+    (earlier / "report.json").write_text('{"adapt": {}}')
+    check_out(earlier)  # an earlier adaptation is replaced
+    check_out(tmp_path / "new")
+    with pytest.raises(ValueError, match="is not a training run folder"):
+        load_base(fold)
+    with pytest.raises(FileNotFoundError, match="no such model or run folder"):
+        load_base(tmp_path / "gone.tflite")
+    other = tmp_path / "other.tflite"
+    other.write_bytes(SHIPPED.read_bytes())
+    other.with_suffix(".json").write_bytes(SHIPPED.with_suffix(".json").read_bytes())
+    with pytest.raises(ValueError, match="its float model is not beside it; give it with --keras"):
+        load_base(other)  # never the shipped weights under another model's name
+    shipped = load_base(SHIPPED)
+    assert shipped.keras_path == SHIPPED_FLOAT and shipped.provenance["name"].startswith("the shipped model ser_cnn_int8.tflite")
+    assert "turev_1157" in shipped.provenance["data"]["train"]["speakers"] and shipped.provenance["leave_one_corpus_out"]["mean"]
+    clips = [Clip("a", "nemo", "nemo_KS0", "f", "sad"), Clip("b", "mine", "mine_anna", "f", "sad"), Clip("c", "x", "x_KS0", "f", "sad")]
+    assert _speakers("anna, nemo_KS0", clips) == ("mine_anna", "nemo_KS0")
+    with pytest.raises(
+        ValueError, match="--validation KS0 is in more than one corpus; the manifest's speakers are mine_anna, nemo_KS0, x_KS0"
+    ):
+        _speakers("KS0", clips)
+    for bad in (["--variants", "-1"], ["--epochs", "0"], ["--all-from", "0"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["adapt", "--manifest", "m.csv", *bad])
+
+
+def test_curve_refuses_a_base_that_heard_the_corpus(tmp_path):
+    from training.adapt import SHIPPED, learning_curve, load_base
+    from training.corpora import Clip
+
+    clips = [Clip("a", "turev", "turev_1157", "f", "sad")]
+    with pytest.raises(ValueError, match=r"the base model was trained on 5 turev speaker\(s\) .*give the leave-one-corpus-out fold"):
+        learning_curve(load_base(SHIPPED), clips, "turev", tmp_path)
+    base = load_base(SHIPPED)
+    base.provenance = {}
+    with pytest.raises(ValueError, match="no clips of 'turkish': the corpora loaded are turev"):
+        learning_curve(base, clips, "turkish", tmp_path)

@@ -24,6 +24,28 @@ from training.corpora import CORPORA
 
 log = logging.getLogger("training")
 
+ADAPT_HELP = """\
+Adapt the shipped model (or --base) to your own labelled clips, in any language, then convert it
+to int8 with its contract and model card (in OUT/int8/).
+
+The manifest is a CSV file, one clip per row:
+
+  path,label,speaker,corpus
+  clips/anna_01.wav,angry,anna,mine
+  clips/anna_02.wav,neutral,anna,mine
+
+- path: an audio file (WAV, FLAC, Ogg Opus), absolute or relative to the CSV's folder.
+- label: one of neutral, calm, happy, sad, angry, fearful, disgust, surprised (case and spaces do
+  not matter; fear, anger, joy, happiness, sadness, surprise are understood). Any subset: a corpus
+  is judged among its own labels only, so each corpus column needs clips of two labels or more.
+- speaker (optional): who speaks; --validation names it (bare, or CORPUS_SPEAKER).
+- corpus (optional, default "manifest"): clips that share a recording set and label set.
+- gender and language columns are read too when the header names them.
+The header row is optional; commas, semicolons or tabs separate the columns; save as UTF-8.
+Each clip once. Under 20 clips of some label only the last layer is refitted (seconds); from 20
+of every label, every layer is fine-tuned (--layers to choose).
+"""
+
 EXAMPLES = """examples:
   python -m training load --data ../shared/data --out runs/clips.csv
   python -m training explore --data ../shared/data --out runs/explore
@@ -32,7 +54,7 @@ EXAMPLES = """examples:
   python -m training crossval --out runs/cv-channel --set channel_db=12
   python -m training crossval --protocol speakers --out runs/cv-ravdess
   python -m training adapt --manifest mine.csv --out runs/adapted        # the shipped model, adapted, int8 in runs/adapted/int8
-  python -m training curve --base runs/cv/fold5 --corpus turev --out runs/curve-turev
+  python -m training curve --base runs/crossval/fold5 --corpus turev --out runs/curve-turev
   python -m training train --out runs/fold0 --validation ravdess_01,ravdess_02,ravdess_07,ravdess_08,ravdess_13,ravdess_14 --set ensemble=1
 """
 
@@ -152,18 +174,16 @@ def cmd_crossval(args) -> int:
 
 def cmd_adapt(args) -> int:
     from convert.package import ConversionError, Gates, convert_run
-    from training.adapt import adapt, load_base
+    from training.adapt import SHIPPED, adapt, check_out, load_base
     from training.manifest import load_manifest
 
     if not args.manifest:
         raise ValueError("adapt needs your labelled clips: --manifest mine.csv (rows path,label[,speaker][,corpus])")
+    check_out(args.out)
+    base = load_base(args.base or SHIPPED, args.keras)
     clips = [c for m in args.manifest for c in load_manifest(m)]
-    base = load_base(args.base, args.keras)
     settings = _adapt_settings(args)
-    validation = tuple(s.strip() for s in (args.validation or "").split(",") if s.strip())
-    unknown = sorted(set(validation) - {c.speaker for c in clips})
-    if unknown:
-        raise ValueError(f"--validation names speakers with no clips: {', '.join(unknown)} (speaker ids look like CORPUS_SPEAKER)")
+    validation = _speakers(args.validation, clips)
     report = adapt(base, clips, args.out, settings, args.cache, validation, args.workers, args.threads)
     print(f"adapted on {report['windows']['train']} windows of {len(clips)} clips in {report['seconds']['total']:.0f} s")
     out = Path(args.out) / "int8" / "ser_cnn_int8.tflite"
@@ -172,20 +192,35 @@ def cmd_adapt(args) -> int:
     except ConversionError as exc:
         print(f"conversion refused: {exc}", file=sys.stderr)
         return 1
+    before = report.get("base_float", {})
     for name, s in contract.metrics["validation"]["int8"].items():
         if name != "mean":
+            was = f" (the base model, float: {before[name]['ua']:.3f})" if name in before else ""
             print(
-                f"int8 on {'the adaptation clips' if contract.metrics.get('validation_is_training') else 'held-out speakers'}, {name}: UA {s['ua']:.3f}"
+                f"int8 on {'the adaptation clips' if contract.metrics.get('validation_is_training') else 'held-out speakers'}, {name}: UA {s['ua']:.3f}{was}"
             )
     print(f"wrote {out} and its contract; try it: python -m edge classify --model {out} FILE")
     return 0
 
 
+def _speakers(given: str | None, clips) -> tuple[str, ...]:
+    """--validation's speakers as the clip table names them (CORPUS_SPEAKER); a bare SPEAKER is found when one corpus has it."""
+    known = sorted({c.speaker for c in clips})
+    out = []
+    for name in (s.strip() for s in (given or "").split(",") if s.strip()):
+        matches = [k for k in known if k == name] or [k for k in known if k.split("_", 1)[1] == name]
+        if len(matches) != 1:
+            why = "is in more than one corpus" if matches else "has no clips"
+            raise ValueError(f"--validation {name} {why}; the manifest's speakers are {', '.join(known)}")
+        out.append(matches[0])
+    return tuple(out)
+
+
 def cmd_curve(args) -> int:
     from training.adapt import learning_curve, load_base
 
+    base = load_base(args.base, args.keras)  # a wrong base is refused before the corpora are read
     clips, _ = _clips(args)
-    base = load_base(args.base, args.keras)
     result = learning_curve(
         base,
         clips,
@@ -218,6 +253,16 @@ def _shots(text: str) -> tuple[int, ...]:
     return shots
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return n
+
+
 def _positive(text: str) -> int:
     try:
         n = int(text)
@@ -240,7 +285,7 @@ def _add_adapt_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--all-from",
-        type=int,
+        type=_positive,
         default=20,
         metavar="N",
         help="--layers auto: clips per label from which every layer is fine-tuned (default 20)",
@@ -258,9 +303,9 @@ def _add_adapt_args(p: argparse.ArgumentParser) -> None:
         help="learn only from windows normalised with the population's statistics, not also with each speaker's own "
         "(the view a voice profile gives on the device)",
     )
-    p.add_argument("--epochs", type=int, default=12, help="--layers all/top: passes over the clips (default 12)")
+    p.add_argument("--epochs", type=_positive, default=12, help="--layers all/top: passes over the clips (default 12)")
     p.add_argument("--learning-rate", type=float, default=3e-4, help="--layers all/top: Adam's learning rate (default 3e-4)")
-    p.add_argument("--variants", type=int, default=4, help="augmented copies per clip (default 4)")
+    p.add_argument("--variants", type=_count, default=4, help="augmented copies per clip (default 4; 0 for none)")
 
 
 def _adapt_settings(args):
@@ -337,14 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "adapt",
         help="adapt a model to a few labelled clips (its last layer, or every layer from 20 clips per label), then convert it to int8",
+        description=ADAPT_HELP,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--manifest", action="append", default=[], help="CSV of path,label[,speaker][,corpus]: your labelled clips (repeatable)")
     p.add_argument(
-        "--base", default="edge/models/ser_cnn_int8.tflite", help="the model to adapt: the shipped one (default) or a training run folder"
+        "--base",
+        default=None,
+        help="the model to adapt: the shipped one (default), a training run folder, or an adapted model's .tflite (its run folder holds its float twin)",
     )
-    p.add_argument("--keras", default="models/ser_cnn.keras", help="the float twin of --base when it is a .tflite")
+    p.add_argument("--keras", default=None, help="the float twin of --base when it is a .tflite and not beside its run folder")
     p.add_argument("--out", default="runs/adapted", help="run folder to write; the int8 model goes to OUT/int8/")
     p.add_argument("--validation", metavar="SPEAKERS", help="speakers of the manifest held out to score the result (default: none)")
     _add_adapt_args(p)

@@ -96,30 +96,100 @@ class Base:
     settings: TrainSettings
     labels: tuple[str, ...]
     normalization: Normalization
+    provenance: dict = dataclasses.field(default_factory=dict)
+    """What the base was trained on, for the adapted model's contract and card: ``data`` (speakers and clips per
+    role and corpus), ``corpus_languages``, ``corpus_labels`` and, when known, ``leave_one_corpus_out``."""
 
 
 def load_base(base: str | Path, keras_path: str | Path | None = None) -> Base:
     """A run folder, or a .tflite whose contract names its training settings (the float twin from ``keras_path``)."""
+    from training.corpora import LANGUAGES
+
     base = Path(base)
     if base.is_dir():
+        if not (base / "report.json").is_file() or not (base / "model.keras").is_file():
+            raise ValueError(
+                f"{base} is not a training run folder (it needs model.keras and report.json, as `python -m training train` "
+                "or one fold of `crossval` writes, e.g. runs/crossval/fold5), nor a .tflite model"
+            )
         report = json.loads((base / "report.json").read_text())
         norm = report["normalization"]
+        adapted = report.get("adapt", {}).get("base_data")  # a run adapted before: what its own base was trained on
+        data = report["data"] if not adapted else adapted["data"]
+        corpora = sorted({s.split("_", 1)[0] for s in data[TRAIN]["speakers"]})
         return Base(
             base / "model.keras",
             TrainSettings.from_dict(report["settings"]),
             tuple(report["labels"]),
             Normalization(**{k: tuple(v) if isinstance(v, list) else v for k, v in norm.items()}),
+            adapted
+            or {
+                "name": str(base),
+                "data": data,
+                "corpus_languages": {c: LANGUAGES.get(c, "") for c in corpora},
+                "corpus_labels": report.get("corpus_labels", {}),
+            },
         )
     from edge.model import Model
 
+    if not base.is_file():
+        raise FileNotFoundError(f"--base {base}: no such model or run folder")
     contract = Model(base).contract
     settings = contract.training_data.get("train_settings")
     if not settings:
         raise ValueError(f"{base}: its contract does not name the settings it was trained with; give a training run folder instead")
-    keras_path = Path(keras_path or "models/ser_cnn.keras")
+    if keras_path is None:
+        keras_path = _float_twin(base)
+    keras_path = Path(keras_path)
     if not keras_path.is_file():
         raise FileNotFoundError(f"the float model {keras_path} is missing; give --keras the float twin of {base.name}")
-    return Base(keras_path, TrainSettings.from_dict(settings), contract.labels, contract.normalization)
+    td = contract.training_data
+    return Base(
+        keras_path,
+        TrainSettings.from_dict(settings),
+        contract.labels,
+        contract.normalization,
+        td.get("adapted_from")
+        or {
+            "name": f"{'the shipped model ' if base.resolve() == SHIPPED.resolve() else ''}{base.name} (sha256 {contract.sha256[:12]}…)",
+            "data": td.get("split", {}),
+            "corpus_languages": td.get("corpus_languages", {}),
+            "corpus_labels": td.get("corpus_labels", {}),
+            **({"leave_one_corpus_out": contract.metrics["leave_one_corpus_out"]} if "leave_one_corpus_out" in contract.metrics else {}),
+        },
+    )
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "edge" / "models" / "ser_cnn_int8.tflite"
+SHIPPED_FLOAT = Path(__file__).resolve().parents[1] / "models" / "ser_cnn.keras"
+
+
+def check_out(out: str | Path) -> None:
+    """ValueError in one sentence when ``out`` cannot take an adapted run: a file, or a folder holding anything but an
+    earlier adaptation (a training run or a cross-validation fold must never be written over by mistake)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; adapt writes a run folder (model.keras, report.json, int8/): give a folder")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            earlier = "adapt" in json.loads((out / "report.json").read_text())
+        except (OSError, ValueError):
+            earlier = False
+        if not earlier:
+            raise ValueError(f"--out {out} holds other files and no earlier adaptation; give a new or empty folder")
+        log.info("replacing the earlier adaptation in %s", out)
+
+
+def _float_twin(tflite: Path) -> Path:
+    """The float model an int8 .tflite was converted from: the shipped one's, or that of the run folder it sits in
+    (``python -m training adapt`` writes RUN/int8/ser_cnn_int8.tflite beside RUN/model.keras); ValueError otherwise,
+    never another model's weights."""
+    if tflite.resolve() == SHIPPED.resolve():
+        return SHIPPED_FLOAT
+    for folder in (tflite.parent, tflite.parent.parent):
+        if (folder / "model.keras").is_file() and (folder / "report.json").is_file():
+            return folder / "model.keras"
+    raise ValueError(f"--base {tflite}: its float model is not beside it; give it with --keras, or give the run folder as --base")
 
 
 def adapt(
@@ -142,7 +212,6 @@ def adapt(
         raise ValueError(f"layers={settings.layers!r}: choose {', '.join(LAYERS)}")
     started = time.monotonic()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     unknown = sorted({c.label for c in clips} - set(base.labels))
     if unknown:
         raise ValueError(f"the clips have labels the base model does not: {', '.join(unknown)}; its labels are {', '.join(base.labels)}")
@@ -194,7 +263,16 @@ def adapt(
 
     metrics = {VALIDATION: evaluate_clips(predict, val_ws, labels, per_corpus)[1]} if val_ws.clips else {}
     bare = keras.models.load_model(base.keras_path, compile=False)
+    before = {}
+    if val_ws.clips:  # the same speakers before adaptation: what it bought
+
+        def predict_base(windows: np.ndarray) -> np.ndarray:
+            n = base.normalization
+            return np.concatenate([bare.predict(n.apply(windows[i : i + 512]), verbose=0) for i in range(0, len(windows), 512)])
+
+        before = evaluate_clips(predict_base, val_ws, labels, per_corpus)[1]
     bare.set_weights(model.get_weights())
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves nothing behind
     bare.save(out_dir / "model.keras")
     report = {
         "settings": train_settings.to_dict(),
@@ -203,6 +281,7 @@ def adapt(
             "layers": layers,
             "layers_asked": settings.layers,
             "base": str(base.keras_path),
+            "base_data": base.provenance,
             "profiled_speakers": history.get("profiled_speakers"),
         },
         "labels": list(labels),
@@ -213,6 +292,7 @@ def adapt(
         "windows": {"train": len(train_ws), "validation": len(val_ws)},
         "parameters": int(model.count_params()),
         "float": metrics,
+        **({"base_float": before} if before else {}),
         "history": history,
         "seconds": {"total": round(time.monotonic() - started, 1)},
     }
@@ -347,7 +427,16 @@ def learning_curve(
 
     settings = settings or AdaptSettings()
     out_dir = Path(out_dir)
+    heard = [s for s in base.provenance.get("data", {}).get(TRAIN, {}).get("speakers", []) if s.startswith(f"{corpus}_")]
+    if heard:
+        raise ValueError(
+            f"the base model was trained on {len(heard)} {corpus} speaker(s) ({', '.join(heard[:3])}{', …' if len(heard) > 3 else ''}): "
+            f"its zero-shot would not be zero-shot; give the leave-one-corpus-out fold that held {corpus} out"
+        )
     mine = [c for c in clips if c.corpus == corpus]
+    if not mine:
+        raise ValueError(f"no clips of {corpus!r}: the corpora loaded are {', '.join(sorted({c.corpus for c in clips}))}")
+    _configure_tensorflow(settings.seed, threads)  # before the first model is loaded, or TensorFlow keeps its own threads
     speakers = sorted({c.speaker for c in mine})
     if len(speakers) < 2:
         raise ValueError(f"{corpus} has {len(speakers)} speaker(s); a learning curve needs some to adapt on and others to test on")

@@ -51,14 +51,31 @@ def load_manifest(path: str | os.PathLike, report: LoadReport | None = None) -> 
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
-        header, rows, first = [c.strip().lower() for c in rows[0]], rows[1:], 2
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ManifestError(
+            f'manifest {path} is not UTF-8 text: save it as "CSV UTF-8" (a spreadsheet\'s export) or give a .csv file'
+        ) from None
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    # A spreadsheet set to a language that writes decimal commas exports CSV with semicolons (or tabs).
+    delimiter = next((d for d in (";", "\t") if d in first_line and "," not in first_line), ",")
+    numbered = [
+        (n, row) for n, row in enumerate(csv.reader(text.splitlines(), delimiter=delimiter), start=1) if row and any(c.strip() for c in row)
+    ]
+    if numbered and [c.strip().lower() for c in numbered[0][1][:2]] == ["path", "label"]:
+        header, numbered = [c.strip().lower() for c in numbered[0][1]], numbered[1:]
     else:
-        header, first = list(("path", "label", "speaker", "corpus")), 1
-    clips = []
-    for number, row in enumerate(rows, start=first):
+        header = ["path", "label", "speaker", "corpus"]
+        if numbered and _looks_like_header(numbered[0][1], path.parent):
+            raise ManifestError(
+                f"{path.name} row 1 looks like a header ({','.join(numbered[0][1])}): "
+                "the header must be path,label[,speaker][,corpus], or leave it out"
+            )
+    if not numbered:
+        raise ManifestError(f"manifest {path} has no clips: one row per clip, path,label[,speaker][,corpus]")
+    clips, rows_of = [], {}
+    for number, row in numbered:
         values = dict(zip(header, (c.strip() for c in row), strict=False))
         where = f"{path.name} row {number}"
         if len(row) < 2 or not values.get("path") or not values.get("label"):
@@ -78,11 +95,22 @@ def load_manifest(path: str | os.PathLike, report: LoadReport | None = None) -> 
         probed = probe(audio, corpus, report)
         if probed is None:
             raise ManifestError(f"{where}: {values['path']!r} is not a readable audio file (WAV, FLAC, Ogg Opus)")
+        if audio.resolve() in rows_of:  # it would count twice as much, and one of the two rows is a mistake
+            raise ManifestError(f"{where}: {values['path']!r} is already row {rows_of[audio.resolve()]}; give each clip once")
+        rows_of[audio.resolve()] = number
         gender = values.get("gender", "").lower() or "unknown"
-        language = values.get("language", "").lower()
+        language = values.get("language", "").lower() or LANGUAGES.get(corpus, "")
         clips.append(Clip(str(audio.resolve()), corpus, speaker, gender, label, round(probed[0], 4), probed[1], language))
         report.loaded[corpus] = report.loaded.get(corpus, 0) + 1
     return clips
+
+
+def _looks_like_header(row: list[str], folder: Path) -> bool:
+    """A first row of words, not a clip: no audio file by its first cell's name, and no label in its second."""
+    cells = [c.strip().lower() for c in row]
+    if len(cells) < 2 or "." in cells[0] or "/" in cells[0] or (folder / row[0].strip()).exists():
+        return False
+    return cells[1] not in LABEL_ALIASES
 
 
 def save_table(clips: Iterable[Clip], path: str | os.PathLike) -> None:

@@ -42,8 +42,9 @@ def _configure_tensorflow(seed: int, threads: int) -> None:
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        if tf.config.threading.get_intra_op_parallelism_threads() != threads:  # set already (a curve adapts many times)
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         # TensorFlow fixes its thread pools when it first runs an op; a process that already
         # used it (a test session, a notebook) keeps them. Results stay deterministic.
