@@ -253,24 +253,22 @@ def _shots(text: str) -> tuple[int, ...]:
     return shots
 
 
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
-    return n
+def _at_least(minimum: int):
+    """An argparse type: a whole number of ``minimum`` or more, or one sentence saying so."""
+
+    def whole(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = minimum - 1
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {minimum} or more")
+        return n
+
+    return whole
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return n
+_count, _positive = _at_least(0), _at_least(1)
 
 
 def _add_adapt_args(p: argparse.ArgumentParser) -> None:
