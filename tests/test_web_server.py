@@ -150,3 +150,16 @@ def test_the_units_task_limit_leaves_room_for_the_page_and_the_service():
     service_threads = 8  # main loop, MQTT manager and paho's loop, microphone callback and opener, spare
     interpreter = ModelSettings().threads
     assert 1 + WORKERS + service_threads + interpreter <= tasks_max
+
+
+def test_shutting_down_twice_or_after_the_loop_closed_is_harmless(tiny_model_path, tmp_path):
+    """A second shutdown never writes to the trigger's closed descriptor (its number may be another file's by then)."""
+    server = serve_in_thread(create_app(tiny_model_path), "127.0.0.1", 0)
+    server.shutdown()
+    assert server._server.trigger._closed
+    other = open(tmp_path / "reused", "wb")  # likely to take the freed descriptor number
+    try:
+        server.shutdown()
+    finally:
+        other.close()
+    assert (tmp_path / "reused").read_bytes() == b""

@@ -219,15 +219,27 @@ class WebServer:
 
     def shutdown(self, timeout_s: float = 2.0) -> None:
         """Stop accepting, let answers under way finish (a live view's last event) for a moment, close everything."""
-        trigger = self._server.trigger  # asyncore is not thread-safe: the server's own thread does the closing
-        trigger.pull_trigger(self._server.stop_accepting)
-        deadline = time.monotonic() + STOP_GRACE_S
-        while self._server.busy() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        trigger.pull_trigger(self._server.close_everything)
+        # asyncore is not thread-safe: the server's own thread does the closing.
+        if self._in_server_thread(self._server.stop_accepting):
+            deadline = time.monotonic() + STOP_GRACE_S
+            while self._server.busy() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self._in_server_thread(self._server.close_everything)
         self._thread.join(timeout_s)
         self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_WAIT_S)
         log.info("web server on %s stopped", self.url)
+
+    def _in_server_thread(self, thunk) -> bool:
+        """Hand ``thunk`` to the server's loop; False when the loop has already closed its trigger (nothing is left to close)."""
+        trigger = self._server.trigger
+        if trigger._closed:  # its descriptor may belong to another file by now: never write to it
+            return False
+        try:
+            trigger.pull_trigger(thunk)
+        except OSError as exc:  # EBADF: closed already, by an earlier shutdown or the loop's own end
+            log.debug("web server on %s: its loop is closed already (%s)", self.url, exc)
+            return False
+        return True
 
 
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 8000) -> WebServer:
