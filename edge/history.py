@@ -84,11 +84,11 @@ class HistoryError(RuntimeError):
     """The history cannot be read or changed, with one sentence naming the database and the fix."""
 
 
-def database_path(settings) -> str | None:
+def database_path(settings, even_if_off: bool = False) -> str | None:
     """Where the service keeps its history (a ServiceSettings): [history] path, else history.sqlite beside
-    mqtt.queue_file; None when the history is off or has no place."""
+    mqtt.queue_file; None when the history is off (unless ``even_if_off``: where it was kept, to delete it) or has no place."""
     history = settings.history
-    if not history.enabled:
+    if not history.enabled and not even_if_off:
         return None
     if history.path:
         return history.path

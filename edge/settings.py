@@ -68,6 +68,11 @@ class SourceSettings(Checked):
     loop: bool = False
     """File: start over at the end, forever."""
 
+    def __post_init__(self) -> None:
+        if isinstance(self.device, int) and not isinstance(self.device, bool):  # device = 2: the index, as `devices` lists it
+            object.__setattr__(self, "device", str(self.device))
+        super().__post_init__()
+
     @property
     def kind(self) -> str:
         return "mic" if self.source == "mic" else "stdin" if self.source == "-" else "file"
@@ -253,6 +258,11 @@ def default_device_id() -> str:
     return re.sub(r"[^a-z0-9_-]", "_", socket.gethostname().lower()) or "ser-edge"
 
 
+def _plain_host(value: str) -> bool:
+    """A host name or address alone: no spaces, no scheme, no ":PORT" (an IPv6 address has two colons or more)."""
+    return value != "" and not any(c.isspace() for c in value) and "/" not in value and value.count(":") != 1
+
+
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # also what Home Assistant allows in a discovery topic's node id
 HTTP_URL = re.compile(r"^https?://[^\s/]+\S*$")
 TOPIC = Allowed(
@@ -269,7 +279,13 @@ class MqttSettings(Checked):
 
     enabled: bool = False
     """Publish to the broker (``--mqtt HOST[:PORT]`` turns it on)."""
-    host: str = setting("", Allowed(lambda v: not any(c.isspace() for c in v), "a host name or address such as 127.0.0.1 or broker.local"))
+    host: str = setting(
+        "",
+        Allowed(
+            lambda v: _plain_host(v) or v == "",
+            "a host name or address such as 127.0.0.1 or broker.local (no mqtt://, and the port in mqtt.port)",
+        ),
+    )
     """Broker host name or address; required when enabled."""
     port: int = setting(1883, between(1, 65535, "a port number from 1 to 65535 (1883, or 8883 with TLS)"))
     """Broker TCP port (usually 8883 with TLS)."""
@@ -329,7 +345,13 @@ class HttpSettings(Checked):
 
     enabled: bool = False
     """Serve the page."""
-    host: str = "127.0.0.1"
+    host: str = setting(
+        "127.0.0.1",
+        Allowed(
+            _plain_host,
+            "an address to listen on, such as 127.0.0.1 (this device only) or 0.0.0.0 (the network, with a token); the port goes in http.port",
+        ),
+    )
     """Address to listen on; other than loopback needs a token."""
     port: int = setting(8000, PORT)
     """TCP port (0 picks a free one)."""

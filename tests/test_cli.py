@@ -90,6 +90,7 @@ def test_version_help_and_info(tiny_model_path):
     assert "--json" in helptext and "exit status" in helptext
     info = json.loads(run("info", "--json", "--model", tiny_model_path).stdout)
     assert info["labels"] == list(EMOTIONS) and info["runtime"] and info["versions"]["numpy"] == np.__version__
+    assert info["speech"]["detector"] in ("silero", "energy", "webrtc"), "the speech gate the device runs"
 
 
 def test_shipped_model_classifies_the_bundled_samples():

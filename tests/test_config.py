@@ -104,6 +104,10 @@ def test_policy_tables_override_defaults_add_and_remove_alerts():
         ({"mqtt": {"enabled": True}}, "mqtt.enabled = true is not allowed without a broker"),
         ({"mqtt": {"port": "1883"}}, 'mqtt.port = "1883" is not allowed: use a whole number'),
         ({"sinks": {}}, "unknown section [sinks]"),
+        ({"mqtt": {"host": "127.0.0.1:1883"}}, 'mqtt.host = "127.0.0.1:1883" is not allowed: use a host name or address such as'),
+        ({"mqtt": {"host": "mqtt://broker"}}, "(no mqtt://, and the port in mqtt.port)"),
+        ({"http": {"host": ""}}, 'http.host = "" is not allowed: use an address to listen on, such as 127.0.0.1'),
+        ({"http": {"host": "not a host"}}, 'http.host = "not a host" is not allowed: use an address to listen on'),
         ({"audio": 5}, "audio = 5 is not allowed: [audio] must be a table"),
     ],
 )
@@ -167,6 +171,8 @@ def test_mqtt_flags_build_mqtt_settings():
     assert (m.enabled, m.host, m.port, m.topic_prefix, m.device_id) == (True, "broker.local", 1884, "cars", "car1")
     assert not load_settings(None, {}).mqtt.enabled
     assert load_settings(None, overrides_from_args(run_args("--mqtt", "[::1]"))).mqtt.host == "::1"
+    with pytest.raises(ConfigError, match="--mqtt  is not allowed: use HOST or HOST:PORT"):
+        overrides_from_args(run_args("--mqtt", ""))
 
 
 def test_a_web_token_too_weak_to_guard_the_page_is_refused_without_showing_it(tmp_path):
@@ -231,5 +237,8 @@ def test_speech_overrides_only_the_keys_written_and_the_model_gives_the_rest():
 
 
 def test_an_int_written_for_a_number_becomes_a_float_and_a_bcm_pin_a_string():
-    settings = settings_from_dict({"policy": {"cooldown_s": 30}, "gpio": {"pin": 17}})
+    settings = settings_from_dict({"policy": {"cooldown_s": 30}, "gpio": {"pin": 17}, "audio": {"device": 2}})
     assert isinstance(settings.policy.rules[0].cooldown_s, float) and settings.gpio.pin == "17"
+    assert settings.audio.device == "2", "a device index as `devices` lists it"
+    ipv6 = settings_from_dict({"mqtt": {"host": "fe80::1"}, "http": {"host": "::"}})
+    assert (ipv6.mqtt.host, ipv6.http.host) == ("fe80::1", "::")

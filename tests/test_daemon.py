@@ -119,6 +119,7 @@ def test_reload_swaps_policy_and_sinks_and_a_bad_config_keeps_the_old_one(tiny_m
 
 
 def test_recording_is_off_by_default_and_writes_only_alert_audio_when_on(tiny_model_path, data_dir, tmp_path, caplog):
+    from edge.service.daemon import StartError
     from edge.service.outputs import build_outputs
     from edge.settings import RecordSettings
 
@@ -136,6 +137,11 @@ def test_recording_is_off_by_default_and_writes_only_alert_audio_when_on(tiny_mo
     assert written
     audio, rate = read_audio(written[0])
     assert rate == 16000 and 0 < audio.size <= 2 * rate
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o600"}, "a voice: readable by this user only"
+    assert oct((tmp_path / "rec").stat().st_mode & 0o777) == "0o700"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StartError, match=r'^debug.record_dir = ".*afile" is not allowed: it is a file, not a folder$'):
+        build_outputs(settings_from_dict({"debug": {"record": True, "record_dir": str(tmp_path / "afile")}}))
 
 
 # ------------------------------------------------------------------------------------------ the real process

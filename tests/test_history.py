@@ -143,7 +143,9 @@ def test_a_replayed_file_becomes_minute_rows_that_add_up_to_its_windows(speech_f
     assert [b["start"] - a["start"] for a, b in zip(rows, rows[1:], strict=False)] == [60] * (len(rows) - 1)
     assert all(r["device_id"] == "kitchen" and r["model_sha256"] == model.contract.sha256 for r in rows)
     assert all(r["heard_s"] <= 60 for r in rows)
-    assert sum(r["heard_s"] for r in rows) == pytest.approx(len(windows) * hop_s)
+    # Heard: all the audio the windows covered, the first window's whole 3 s included (up to the last window's end).
+    assert sum(r["heard_s"] for r in rows) == pytest.approx(windows[-1]["end_s"], abs=0.01)
+    assert windows[-1]["end_s"] > len(windows) * hop_s + 0.4, "more than a hop per window: the first one covers a whole window"
 
     # Each label's speech time over the minutes is exactly its speech windows in the service's own output.
     speech = [w for w in windows if w["speech"]]
@@ -497,6 +499,8 @@ def test_delete_before_a_date_and_delete_all_forget_for_real(tmp_path):
         (["--delete-all", "--delete", "--before", "2026-01-01"], "--delete-all deletes everything"),
         (["--delete", "--before", "yesterday"], "--before yesterday is not a date: use YYYY-MM-DD"),
         (["--since", "2026-02-30"], "--since 2026-02-30 is not a date"),
+        (["--delete", "--before", "2026-12-01", "--since", "2026-11-30"], "--since only shape what is shown; deleting takes --before"),
+        (["--delete-all", "--until", "2026-11-30", "--format", "json"], "--until and --format only shape what is shown"),
     ],
 )
 def test_cli_mistakes_get_one_sentence(tmp_path, args, message):
@@ -516,6 +520,19 @@ def test_cli_without_a_database_or_with_a_config_without_history(tmp_path):
     assert proc.returncode == 2 and "keeps no history: set [history] path" in proc.stderr
     proc = run_edge("history", "--db", tmp_path / "none.sqlite")
     assert proc.returncode == 2 and "there is no history database at" in proc.stderr
+    proc = run_edge("history", "--db", tmp_path)
+    assert proc.returncode == 2 and f"{tmp_path} is a folder, not a history database" in proc.stderr
+
+
+def test_a_history_turned_off_can_still_be_deleted_through_the_config(tmp_path):
+    path = tmp_path / "h.sqlite"
+    write_db(path, synthetic_minutes(date.today() - timedelta(days=2), 2, per_day=5))
+    config = tmp_path / "c.toml"
+    config.write_text(f'[history]\nenabled = false\npath = "{path}"\n')
+    assert run_edge("history", "--config", config).returncode == 2, "nothing to show: it is off"
+    proc = run_edge("history", "--config", config, "--delete-all")
+    assert proc.returncode == 0, proc.stderr
+    assert "deleted all 10 minute(s)" in proc.stderr and minutes_in(path) == []
     (tmp_path / "text.sqlite").write_text("not a database\n" * 100)
     proc = run_edge("history", "--db", tmp_path / "text.sqlite")
     assert proc.returncode == 2 and "cannot be read" in proc.stderr and "Traceback" not in proc.stderr
@@ -669,3 +686,16 @@ def test_the_history_benchmark_prints_its_table():
         line for line in proc.stdout.splitlines() if line.startswith("| speech in every window") or line.startswith("| no speech at all")
     ]
     assert len(table) == 2 and all("MB" in line for line in table)
+
+
+def test_heard_counts_the_first_windows_whole_audio_and_starts_over_with_a_new_stream(tmp_path):
+    """A 3 s window every 0.5 s: 20 windows have heard 3 + 19 x 0.5 s; a new stream (its time back at 0) counts afresh."""
+    clock = [1_800_000_000.0]
+    sink = HistorySink(HistorySettings(), str(tmp_path / "h.sqlite"), SOURCE, hop_s=0.5, clock=lambda: clock[0])
+    for _stream in range(2):
+        for i in range(20):
+            end = 3.0 + 0.5 * i
+            sink.handle({**window(end, "sad", speech=False), "start_s": end - 3.0})
+    sink.close()
+    (row,) = minutes_in(tmp_path / "h.sqlite")
+    assert row["heard_s"] == pytest.approx(2 * (3.0 + 19 * 0.5)) and row["speech_s"] == 0

@@ -322,6 +322,10 @@ def test_devices_command_lists_inputs_and_says_so_when_there_are_none(capsys):
     assert len(out) == 2
     assert devices.main(args, sounddevice_module=fake_sounddevice([])) == 0
     assert "no audio input devices found" in capsys.readouterr().out
+    args.json = True
+    assert devices.main(args, sounddevice_module=fake_sounddevice([])) == 0
+    said = capsys.readouterr()
+    assert said.out == "" and "no audio input devices found" in said.err, "no JSON lines, and the reason for the person"
 
 
 def test_backoff_grows_to_its_ceiling_and_stays_there_through_a_long_outage():

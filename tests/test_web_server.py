@@ -157,9 +157,6 @@ def test_shutting_down_twice_or_after_the_loop_closed_is_harmless(tiny_model_pat
     server = serve_in_thread(create_app(tiny_model_path), "127.0.0.1", 0)
     server.shutdown()
     assert server._server.trigger._closed
-    other = open(tmp_path / "reused", "wb")  # likely to take the freed descriptor number
-    try:
+    with open(tmp_path / "reused", "wb"):  # likely to take the freed descriptor number
         server.shutdown()
-    finally:
-        other.close()
     assert (tmp_path / "reused").read_bytes() == b""

@@ -26,12 +26,15 @@ def main(args, sounddevice_module=None) -> int:
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    none = "no audio input devices found (is a microphone plugged in, and is this user in the audio group?)"
     if args.json:
         for d in devices:
             print(json.dumps({"index": d.index, "name": d.name, "default_rate_hz": d.default_rate_hz, "channels": d.channels}))
+        if not devices:  # no lines on stdout, as JSON lines of nothing; the reason for the person on stderr
+            print(none, file=sys.stderr)
         return 0
     if not devices:
-        print("no audio input devices found (is a microphone plugged in, and is this user in the audio group?)")
+        print(none)
         return 0
     print(f"{'index':>5}  {'rate_hz':>7}  {'channels':>8}  name")
     for d in devices:

@@ -9,6 +9,8 @@ import os
 import sqlite3
 import sys
 
+from edge.files import what_is
+
 HELP = """\
 The service keeps, per minute of listening, the seconds of speech, the share of that speech
 each emotion was heard in, the mean probabilities and the alerts raised and ended (never
@@ -57,8 +59,12 @@ def main(args) -> int:
     from edge import history, history_query
 
     try:
-        path = _database(args)
-        if args.delete or args.delete_all or args.before:
+        forgetting = bool(args.delete or args.delete_all or args.before)
+        path = _database(args, forgetting)
+        kind = what_is(path)
+        if kind is not None:
+            raise history.HistoryError(f"{path} is {kind}, not a history database; give the file [history] path names")
+        if forgetting:
             return _forget(args, path)
         since = history_query.parse_when(args.since, "--since") if args.since else None
         until = history_query.parse_when(args.until, "--until", end=True) if args.until else None
@@ -83,7 +89,7 @@ def main(args) -> int:
     return 0
 
 
-def _database(args) -> str:
+def _database(args, forgetting: bool = False) -> str:
     from edge import history
     from edge.service.config import ConfigError, load_settings
 
@@ -94,7 +100,7 @@ def _database(args) -> str:
             "give the history database with --db PATH, or the service's configuration with --config FILE (e.g. /etc/ser-edge/config.toml)"
         )
     try:
-        path = history.database_path(load_settings(args.config))
+        path = history.database_path(load_settings(args.config), even_if_off=forgetting)  # history turned off may still be deleted
     except ConfigError as exc:
         raise history.HistoryError(str(exc)) from None
     if path is None:
@@ -111,6 +117,13 @@ def _forget(args, path: str) -> int:
         raise history.HistoryError("--delete needs --before DATE, the first day to keep (or use --delete-all)")
     if args.before and not args.delete:
         raise history.HistoryError(f"--before {args.before} only says what --delete deletes; add --delete (nothing was deleted)")
+    given = [flag for flag, value in (("--since", args.since), ("--until", args.until)) if value] + (
+        ["--format"] if args.format != "table" else []
+    )
+    if given:  # deleting is forever: what it deletes is --before's alone, never what a reader might take --since to narrow
+        raise history.HistoryError(
+            f"{' and '.join(given)} only shape what is shown; deleting takes --before DATE or --delete-all alone (nothing was deleted)"
+        )
     cutoff = float("inf") if args.delete_all else history_query.parse_when(args.before, "--before")
     if not os.path.isfile(path):
         raise history.HistoryError(f"there is no history database at {path}; nothing to delete")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import sys
@@ -46,6 +47,7 @@ def main(args) -> int:
         "output": {"shape": list(c.output.shape), "dtype": c.output.dtype, "scale": c.output.scale, "zero_point": c.output.zero_point},
         "frontend": c.frontend.to_dict(),
         "normalization": c.normalization.kind,
+        "speech": dataclasses.asdict(c.speech),  # the gate the device runs unless [speech] overrides it
         "training_data": c.training_data,
         "metrics": c.metrics,
         "licence": c.licence,

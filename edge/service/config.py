@@ -232,7 +232,7 @@ def overrides_from_args(args) -> dict:
     if getattr(args, "gpio_pin", None) is not None:
         put("gpio", "pin", int(args.gpio_pin) if args.gpio_pin.isdigit() else args.gpio_pin)
         put("gpio", "enabled", True)
-    if getattr(args, "mqtt", None):
+    if getattr(args, "mqtt", None) is not None:  # "" too: refused below, not taken for "off"
         host, port = split_host_port(args.mqtt, "--mqtt", None)
         put("mqtt", "enabled", True)
         put("mqtt", "host", host)

@@ -57,6 +57,7 @@ class HistorySink:
         self._clock = clock
         self._anchor: float | None = None  # wall-clock time at audio time 0
         self._minute: Minute | None = None
+        self._covered: float | None = None  # audio time up to which windows have been counted
         self._labels = frozenset(source.labels)
         self.dropped = 0
         self._closed = False
@@ -69,9 +70,16 @@ class HistorySink:
     def handle(self, event: dict) -> None:
         kind = event.get("type")
         if kind == "window":
-            minute = self._minute_at(float(event["end_s"]))
-            minute.heard_s += self.hop_s
-            if event.get("speech"):
+            end = float(event["end_s"])
+            start = max(float(event.get("start_s", end - self.hop_s)), 0.0)
+            # The audio this window adds: all of the first window (3 s), a hop of each after it; a new stream
+            # (its time back at 0) starts over.
+            first = self._covered is None or end <= self._covered
+            new = end - start if first else end - max(start, self._covered)
+            self._covered = end
+            minute = self._minute_at(end)
+            minute.heard_s += new
+            if event.get("speech"):  # a hop per speech window: the time each verdict stands for
                 minute.speech_s += self.hop_s
                 label = event["label"]
                 minute.verdicts[label] = minute.verdicts.get(label, 0) + 1

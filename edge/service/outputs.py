@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
+from edge.checks import show
+from edge.files import what_is
 from edge.history import database_path
 from edge.model import Model
 from edge.service.events import Sink
@@ -100,7 +103,9 @@ def _build_part(table: str, settings: ServiceSettings, model: Model | None, star
         try:
             return AlertRecorder(settings.debug), None
         except OSError as exc:
-            raise StartError(f"debug.record_dir = {settings.debug.record_dir!r} cannot be used ({exc.strerror or exc})") from None
+            raise StartError(
+                f"debug.record_dir = {show(settings.debug.record_dir)} is not allowed: {_folder_problem(settings.debug.record_dir, exc)}"
+            ) from None
     if table == "history":
         return _history_sink(settings, model), None
     return _start_web(settings, model, feed)
@@ -258,3 +263,11 @@ def _token_unchanged(settings: ServiceSettings, web) -> bool:
         return web is not None and http_token(settings.http) == getattr(web, "token", None)
     except (OSError, ValueError):
         return False
+
+
+def _folder_problem(path: str, exc: OSError) -> str:
+    """Why a folder could not be made or used, in words (FileExistsError alone would say "File exists")."""
+    kind = what_is(path)
+    if kind is None and os.path.exists(path):
+        kind = "a file"
+    return f"it is {kind}, not a folder" if kind else f"the folder cannot be made or written ({exc.strerror or exc})"
