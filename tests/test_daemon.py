@@ -633,3 +633,16 @@ def test_the_speech_gate_is_the_models_own_but_for_the_keys_the_config_writes(tm
         finally:
             daemon.source.close()
             daemon.outputs.close()
+
+
+def test_flags_the_source_in_use_has_no_use_for_are_named_once(tiny_model_path, data_dir):
+    clip = str(data_dir / CLIP)
+    proc = subprocess.run(
+        edge_cmd("run", "--source", clip, "--model", str(tiny_model_path), "--rate", "8000", "--device", "3"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("--rate is ignored: it applies to raw PCM on stdin, and the source is") == 1
+    assert proc.stderr.count("--device is ignored: it applies to the microphone") == 1 and "--channels" not in proc.stderr

@@ -90,6 +90,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=main)
 
 
+_APPLIES = {"--rate": "raw PCM on stdin", "--channels": "raw PCM on stdin", "--device": "the microphone", "--realtime": "an audio file"}
+
+
 def main(args) -> int:
     from edge.model import ModelError
     from edge.service.config import ConfigError, load_settings, overrides_from_args
@@ -101,6 +104,15 @@ def main(args) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+    for flag, value, applies in (
+        ("--rate", args.rate, settings.audio.kind == "stdin"),
+        ("--channels", args.channels, settings.audio.kind == "stdin"),
+        ("--device", args.device, settings.audio.kind == "mic"),
+        ("--realtime", args.realtime or None, settings.audio.kind == "file"),
+    ):
+        if value is not None and not applies:  # given, but the source in use has no such thing: say so, once
+            log.warning("%s is ignored: it applies to %s, and the source is %s", flag, _APPLIES[flag], settings.audio.source)
 
     def reload():
         return load_settings(args.config, overrides)
