@@ -86,9 +86,9 @@ test: system-packages lint test-device test-desk  ## lint, the device tests on t
 CROSSVAL = training/reports/crossval.json
 
 model: setup  ## train and convert the shipped model from $(DATA) (26 minutes on 2 cores from an empty cache; see training/README.md)
-	$(PY) -m training train --data $(DATA) --out runs/model && $(PY) -m convert runs/model --data $(DATA) --reports training/reports $(if $(wildcard $(CROSSVAL)),--crossval $(CROSSVAL))
+	$(PY) -m training train --data $(DATA) --out runs/model && $(PY) -m convert runs/model --replace-shipped --data $(DATA) --reports training/reports $(if $(wildcard $(CROSSVAL)),--crossval $(CROSSVAL))
 
-crossval: setup  ## the leave-one-corpus-out table of the shipped settings into $(CROSSVAL) (about CROSSVAL_MINUTES minutes; resumes)
+crossval: setup  ## the leave-one-corpus-out table of the shipped settings into $(CROSSVAL) (about 75 minutes on 2 cores; resumes)
 	$(PY) -m training crossval --data $(DATA) --out runs/crossval && cp runs/crossval/crossval.json $(CROSSVAL)
 
 clean:

@@ -36,6 +36,7 @@ from benchmarks.common import (
     DEFAULT_DATA,
     ROOT,
     BenchError,
+    above_zero,
     check_data,
     command_line,
     environment,
@@ -228,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="PATH", help="full-int8 .tflite with its .json (default: the shipped model)")
     p.add_argument("--keras", metavar="PATH", help="its float Keras model (default: models/ser_cnn.keras)")
     p.add_argument("--data", default=str(DEFAULT_DATA), metavar="DIR", help="corpora folder (default: ../shared/data)")
-    p.add_argument("--max-clips", type=int, metavar="N", help="use at most N validation clips, picked with a fixed seed (default: all)")
+    p.add_argument(
+        "--max-clips", type=above_zero(), metavar="N", help="use at most N validation clips, picked with a fixed seed (default: all)"
+    )
     p.add_argument(
         "--plot",
         default=str(DEFAULT_PLOT),

@@ -40,6 +40,23 @@ class BenchError(RuntimeError):
 # ---------------------------------------------------------------- the machine
 
 
+def above_zero(kind: type = int):
+    """An argparse type: a number of ``kind`` above 0, or one sentence saying so (0 windows or 0 Hz measure nothing)."""
+
+    def parse(text: str):
+        import argparse
+
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number above 0")
+        return value
+
+    return parse
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

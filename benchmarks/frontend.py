@@ -34,6 +34,7 @@ from benchmarks.common import (
     ROOT,
     SHIPPED_MODEL,
     BenchError,
+    above_zero,
     command_line,
     environment,
     environment_markdown,
@@ -176,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", metavar="PATH", help="take the frontend settings from this model's JSON (default: the shipped model's)")
     p.add_argument("--data", default=str(DEFAULT_DATA), metavar="DIR", help="corpora folder (default: ../shared/data)")
-    p.add_argument("--seconds", type=float, default=60.0, metavar="S", help="seconds of real speech to process (default: 60)")
-    p.add_argument("--repeats", type=int, default=7, metavar="N", help="runs per implementation; the median counts (default: 7)")
+    p.add_argument("--seconds", type=above_zero(float), default=60.0, metavar="S", help="seconds of real speech to process (default: 60)")
+    p.add_argument("--repeats", type=above_zero(), default=7, metavar="N", help="runs per implementation; the median counts (default: 7)")
     p.add_argument("--quick", action="store_true", help="10 s of speech, 3 runs: a check that it works")
     p.add_argument("--markdown", metavar="PATH", help="also write the table to this file")
     return p

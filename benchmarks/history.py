@@ -26,6 +26,7 @@ import numpy as np
 from benchmarks.common import (
     DEFAULT_DATA,
     BenchError,
+    above_zero,
     command_line,
     environment,
     environment_markdown,
@@ -182,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", metavar="PATH", help="int8 .tflite with its .json (default: the shipped model)")
     p.add_argument("--data", default=str(DEFAULT_DATA), metavar="DIR", help="corpora folder (default: ../shared/data)")
-    p.add_argument("--hours", type=float, default=24.0, help="hours of listening simulated per day (default: 24)")
-    p.add_argument("--speech-s", type=float, default=600.0, help="seconds of real speech classified for the windows (default: 600)")
+    p.add_argument("--hours", type=above_zero(float), default=24.0, help="hours of listening simulated per day (default: 24)")
+    p.add_argument(
+        "--speech-s", type=above_zero(float), default=600.0, help="seconds of real speech classified for the windows (default: 600)"
+    )
     p.add_argument("--quick", action="store_true", help="a check in well under a minute: 2 hours, 60 s of speech")
     p.add_argument("--markdown", metavar="PATH", help="also write the table to this file")
     return p

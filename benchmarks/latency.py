@@ -39,6 +39,7 @@ from benchmarks.common import (
     DEFAULT_DATA,
     ROOT,
     BenchError,
+    above_zero,
     command_line,
     environment,
     environment_markdown,
@@ -138,18 +139,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", default=str(DEFAULT_DATA), metavar="DIR", help="corpora folder with ravdess/, savee/, tess/ (default: ../shared/data)"
     )
-    p.add_argument("--windows", type=int, default=1000, metavar="N", help="windows to time after the warm-up (default: 1000)")
+    p.add_argument("--windows", type=above_zero(), default=1000, metavar="N", help="windows to time after the warm-up (default: 1000)")
     p.add_argument(
-        "--input-rate", type=int, default=48000, metavar="HZ", help="rate the audio arrives at (default: 48000, a USB microphone)"
+        "--input-rate", type=above_zero(), default=48000, metavar="HZ", help="rate the audio arrives at (default: 48000, a USB microphone)"
     )
     p.add_argument(
-        "--chunk-ms", type=int, default=100, metavar="MS", help="chunk size the audio arrives in (default: 100, as the service reads)"
+        "--chunk-ms",
+        type=above_zero(),
+        default=100,
+        metavar="MS",
+        help="chunk size the audio arrives in (default: 100, as the service reads)",
     )
     p.add_argument("--models", nargs="+", choices=("int8", "float32"), default=["int8", "float32"], help="which models (default: both)")
     p.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES), help="which runtimes (default: all that import)")
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], metavar="N", help="interpreter threads (default: 1 2)")
+    p.add_argument("--threads", nargs="+", type=above_zero(), default=[1, 2], metavar="N", help="interpreter threads (default: 1 2)")
     p.add_argument(
-        "--process-seconds", type=float, default=60.0, metavar="S", help="length of the file `run` plays in real time (default: 60)"
+        "--process-seconds",
+        type=above_zero(float),
+        default=60.0,
+        metavar="S",
+        help="length of the file `run` plays in real time (default: 60)",
     )
     p.add_argument(
         "--process-combos",
@@ -159,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--process-jobs",
-        type=int,
+        type=above_zero(),
         default=1,
         metavar="N",
         help="paced `run` processes measured at the same time, started 8 s apart (default: 1; each uses a few %% of a core)",
@@ -185,8 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.quick:
-        args.windows, args.models, args.runtimes, args.threads = 100, ["int8"], ["ai-edge-litert"], [1]
-        args.process_seconds, args.process_combos = 5.0, "first"
+        quick = {"windows": 100, "models": ["int8"], "runtimes": ["ai-edge-litert"], "threads": [1], "process_seconds": 5.0}
+        given = [f"--{k.replace('_', '-')}" for k, v in quick.items() if getattr(args, k) != build_parser().get_default(k)]
+        if given:
+            log.warning("--quick sets %s itself: %s ignored", ", ".join(given), "it is" if len(given) == 1 else "they are")
+        for key, value in quick.items():
+            setattr(args, key, value)
+        args.process_combos = "first"
     try:
         return run(args)
     except BenchError as exc:

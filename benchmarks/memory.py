@@ -152,11 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the corpora (default ../shared/data)")
-    p.add_argument("--minutes", default="1,10,60", help="lengths of audio to try, comma-separated (default 1,10,60)")
-    p.add_argument("--upload-minutes", default="10", help="lengths to upload to the page (default 10; the page accepts at most 10)")
+    p.add_argument("--minutes", type=_lengths, default="1,10,60", help="lengths of audio to try, comma-separated (default 1,10,60)")
+    p.add_argument(
+        "--upload-minutes", type=_lengths, default="10", help="lengths to upload to the page (default 10; the page accepts at most 10)"
+    )
     p.add_argument("--quick", action="store_true", help="0.5 and 2 minutes only, uploads of 2 minutes: a check that it works")
     p.add_argument("--markdown", help="also write the tables to this file")
     return p
+
+
+def _lengths(text: str) -> str:
+    """Comma-separated minutes above 0, checked when parsed (kept as text: the code below splits it)."""
+    import argparse
+
+    try:
+        ok = all(float(m) > 0 for m in text.split(","))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of minutes above 0, like 1,10,60")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,10 @@ import logging
 import os
 import sys
 
+SHIPPED = "edge/models/ser_cnn_int8.tflite"
 EXAMPLES = """examples:
-  python -m convert runs/model                                  # -> edge/models/ser_cnn_int8.tflite, .json, MODEL_CARD.md
   python -m convert runs/try --out runs/try/int8/ser_cnn_int8.tflite --no-keras-copy
+  python -m convert runs/model --replace-shipped --reports training/reports   # what `make model` does: the shipped model
 """
 
 
@@ -26,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="../shared/data", help="the corpora the run was trained on (for calibration and checking)")
     p.add_argument("--manifest", action="append", default=[], help="manifests the run also used (repeatable)")
     p.add_argument(
-        "--out", default="edge/models/ser_cnn_int8.tflite", help="where the .tflite goes; the .json and MODEL_CARD.md go beside it"
+        "--out",
+        default=SHIPPED,
+        help=f"where the .tflite goes; the .json and MODEL_CARD.md go beside it (default {SHIPPED}: needs --replace-shipped)",
+    )
+    p.add_argument(
+        "--replace-shipped", action="store_true", help="let this run replace the shipped model and its float copy (otherwise refused)"
     )
     p.add_argument("--keras-out", default="models/ser_cnn.keras", help="copy of the float Keras model, for float-vs-int8 benchmarks")
     p.add_argument("--no-keras-copy", action="store_true", help="do not copy the Keras model")
@@ -47,15 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import json
     from pathlib import Path
 
     from convert.package import ConversionError, Gates, convert_run
     from training.corpora import load_data
     from training.manifest import load_manifest
 
+    shipped = Path(__file__).resolve().parents[1] / SHIPPED
+    if Path(args.out).resolve() == shipped.resolve() and shipped.exists() and not args.replace_shipped:
+        print(
+            f"error: this would replace the shipped model {SHIPPED} (and models/ser_cnn.keras); give --out elsewhere, "
+            "or --replace-shipped to make this run the shipped model (as `make model` does)",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        crossval = json.loads(Path(args.crossval).read_text()) if args.crossval else None
+        crossval = _json(args.crossval, "--crossval") if args.crossval else None
         clips = load_data(args.data) if args.data else []
         for manifest in args.manifest:
             clips += load_manifest(manifest)
@@ -72,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as exc:
         print(f"conversion refused: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m = contract.metrics
@@ -86,6 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"agreement {m['int8_float_agreement']}, {m['size_bytes']} bytes, {m['latency_ms_per_window_1_thread']:.2f} ms/window (1 thread)")
     print(f"wrote {args.out} and {os.path.splitext(args.out)[0]}.json")
     return 0
+
+
+def _json(path: str, flag: str) -> dict:
+    """A JSON file named by ``flag``; ValueError naming it when it is not one."""
+    import json
+
+    try:
+        return json.loads(open(path, encoding="utf-8").read())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{flag} {path} is not a JSON file (give the crossval.json `python -m training crossval` wrote)") from None
 
 
 if __name__ == "__main__":

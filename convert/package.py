@@ -101,6 +101,14 @@ def convert_run(
         raise ConversionError(f"{run_dir}/report.json names no labels: it comes from an older training run; train it again")
     per_corpus = {k: tuple(v) for k, v in report.get("corpus_labels", corpus_labels(clips)).items()}
 
+    # Only the corpora the run learnt from and was judged on: --data may hold more than it used.
+    run_corpora = {s.split("_", 1)[0] for role in report["data"].values() for s in role["speakers"]}
+    clips = [c for c in clips if c.corpus in run_corpora]
+    if not clips:
+        raise ValueError(
+            f"none of the run's corpora ({', '.join(sorted(run_corpora))}) are in the data given; "
+            "--data is the folder that holds the corpora's folders (e.g. ../shared/data), and --manifest your own"
+        )
     train_clips = split.select(clips, TRAIN)
     val_clips, test_clips = split.select(clips, VALIDATION), split.select(clips, TEST)
     checked_on_training = not val_clips and bool(report.get("adapt"))

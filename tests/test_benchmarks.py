@@ -147,3 +147,23 @@ def test_classify_memory_does_not_grow_with_the_length_of_the_file(data_dir, tmp
     long = measure(["classify", str(long_wav(20, 16000, 1, data_dir, tmp_path))])
     assert short["status"] == long["status"] == 0
     assert long["peak_mb"] < short["peak_mb"] + 15, (short, long)  # the file alone is 38 MB, its samples as float 77 MB
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "said"),
+    [
+        ("frontend", ["--seconds", "0"], "argument --seconds: '0' is not a number above 0"),
+        ("frontend", ["--repeats", "0"], "argument --repeats: '0' is not a whole number above 0"),
+        ("history", ["--hours", "0"], "argument --hours: '0' is not a number above 0"),
+        ("memory", ["--minutes", "abc"], "'abc' is not a comma-separated list of minutes above 0"),
+        ("latency", ["--input-rate", "0"], "argument --input-rate: '0' is not a whole number above 0"),
+        ("latency", ["--threads", "1", "0"], "argument --threads: '0' is not a whole number above 0"),
+        ("accuracy", ["--max-clips", "-5"], "argument --max-clips: '-5' is not a whole number above 0"),
+    ],
+)
+def test_benchmark_arguments_that_would_measure_nothing_are_refused_when_parsed(module, args, said, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as refused:
+        importlib.import_module(f"benchmarks.{module}").main(args)
+    assert refused.value.code == 2 and said in capsys.readouterr().err

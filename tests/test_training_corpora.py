@@ -346,3 +346,15 @@ def test_explore_shows_every_corpus_its_language_and_the_models_real_window(data
     assert "| calm |" in summary and "| disgust |" in summary
     for png in ("counts.png", "durations.png", "examples.png"):
         assert (tmp_path / png).stat().st_size > 5000
+
+
+def test_a_manifest_label_outside_the_eight_is_named_once(tmp_path, caplog):
+    for name in ("a.wav", "b.wav", "c.wav"):
+        _write(tmp_path / name)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("a.wav,angy\nb.wav,angy\nc.wav,sad\n")
+    with caplog.at_level("WARNING"):
+        clips = load_manifest(manifest)
+    assert [c.label for c in clips] == ["angy", "angy", "sad"], "a label of one's own is allowed"
+    said = [r.getMessage() for r in caplog.records if "is not one of the eight emotions" in r.getMessage()]
+    assert len(said) == 1 and "m.csv row 1: label 'angy'" in said[0]

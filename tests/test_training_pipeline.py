@@ -245,7 +245,10 @@ def test_smoke_train_convert_classify(clips, tmp_path):
     with pytest.raises(ConversionError, match="agree on only"):
         convert_run(tmp_path / "run", subset, out, tmp_path / "cache", gates=Gates(min_agreement=1.01))
     assert not out.exists()  # a refused model is never written
-    contract = convert_run(tmp_path / "run", subset, out, tmp_path / "cache", gates=Gates(min_agreement=0.0, max_accuracy_drop_points=100))
+    others = [c for c in clips if c.corpus == "savee"][:4]  # --data holds more than the run used: they stay out
+    gates = Gates(min_agreement=0.0, max_accuracy_drop_points=100)
+    contract = convert_run(tmp_path / "run", subset + others, out, tmp_path / "cache", gates=gates)
+    assert contract.training_data["corpora"] == ["ravdess"] and "SAVEE" not in contract.licence
     assert contract.input.dtype == "int8" and contract.output.dtype == "int8"
     assert contract.training_data["split"][VALIDATION]["speakers"] == ["ravdess_17"]
     card = (out.parent / "MODEL_CARD.md").read_text()
@@ -371,3 +374,49 @@ def test_profile_sampler_draws_each_windows_own_speakers_statistics(clips):
     for j, speaker in enumerate(speakers):  # one clip's statistics, always one of the window's own speaker's clips
         assert any(s == speaker and np.allclose(mean[j], m, atol=1e-4) for s, m in per_clip.values())
     assert len({tuple(np.round(m, 3)) for m in mean[speakers == "ravdess_01"]}) > 1  # drawn per window
+
+
+def test_convert_refuses_to_replace_the_shipped_model_unless_asked(capsys):
+    from convert.__main__ import main
+
+    assert main(["runs/never-made"]) == 2  # refused before anything is read
+    assert "this would replace the shipped model edge/models/ser_cnn_int8.tflite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("pair", "said"),
+    [
+        ("corpus_labels=no", "--set corpus_labels=no: use true or false"),  # "no" would have been read as true
+        ("labels=[angry,sad]", 'use a JSON list, such as \'labels=["angry","sad"]\''),
+        ("epochs=abc", "--set epochs=abc: use a whole number"),
+        ("epochs=0", "epochs=0 is not allowed: use 1 or more"),
+        ("ensemble=0", "ensemble=0 is not allowed: use 1 or more"),
+        ("augment_variants=-1", "augment_variants=-1 is not allowed: use 0 or more"),
+        ("speech=foo", "speech is a table; set its keys one by one"),
+        ("augment.snr_db=20", "use a JSON list, such as 'augment.snr_db=[5.0, 30.0]'"),
+        ("augment.pitch_p=abc", "--set augment.pitch_p=abc: use a number"),
+        ("hop_s=0.333", "hop_s=0.333 is not allowed: use a positive multiple of 0.01 s"),
+        ("dropout=1.5", "dropout=1.5 is not allowed: use from 0 up to, not including, 1"),
+        ("window_s=0", "window_s=0.0 is not allowed: use at least 0.1 s"),
+    ],
+)
+def test_set_values_of_the_wrong_type_or_range_are_refused_in_one_sentence(pair, said):
+    with pytest.raises(ValueError) as refused:
+        TrainSettings().with_overrides([pair])
+    assert said in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_the_training_cli_checks_corpora_and_out_before_reading_anything(tmp_path, capsys):
+    from training.__main__ import main
+
+    assert main(["load", "--corpora", "savee,bogus", "--out", str(tmp_path / "c.csv")]) == 2
+    assert "--corpora bogus: not a corpus this loader knows; choose from" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file; training writes a run folder" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    assert main(["train", "--out", str(tmp_path / "mine")]) == 2
+    assert "holds other files and no training run" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "afile"), "--out", str(tmp_path / "r")]) == 2
+    assert "is not a settings.json" in capsys.readouterr().err

@@ -63,7 +63,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         default="../shared/data",
-        help="folder holding the corpora in folders named ravdess, savee, tess, crema-d, nemo, turev, esd, ased (original or copied layouts)",
+        help=f"folder holding the corpora in folders named {', '.join(CORPORA)} (original or copied layouts)",
     )
     p.add_argument("--manifest", action="append", default=[], help="CSV of path,label[,speaker][,corpus] for your own clips (repeatable)")
     p.add_argument("--corpora", default=",".join(CORPORA), help="comma-separated corpora to use from --data (default: all of them)")
@@ -75,16 +75,20 @@ def _clips(args):
     from training.manifest import load_manifest, load_table
 
     report = LoadReport()
+    wanted = [c.strip().lower().replace("-", "_") for c in args.corpora.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in CORPORA]
+    if unknown:
+        raise ValueError(f"--corpora {', '.join(unknown)}: not a corpus this loader knows; choose from {', '.join(CORPORA)}")
     if args.table:
         clips = load_table(args.table)
     else:
-        clips = load_data(args.data, [c.strip() for c in args.corpora.split(",") if c.strip()], report) if args.data else []
+        clips = load_data(args.data, wanted, report) if args.data else []
     for manifest in args.manifest:
         clips += load_manifest(manifest, report)
     for line in report.lines():
         log.info("%s", line)
     if not clips:
-        raise SystemExit(f"error: no clips found in {args.data} (expected folders named like {', '.join(CORPORA)})")
+        raise ValueError(f"no clips of {', '.join(wanted)} found in {args.data} (expected folders named like {', '.join(CORPORA)})")
     return clips, report
 
 
@@ -111,7 +115,12 @@ def cmd_explore(args) -> int:
 def _settings(args):
     from training.settings import TrainSettings
 
-    settings = TrainSettings.from_dict(json.loads(Path(args.config).read_text())) if args.config else TrainSettings()
+    settings = TrainSettings()
+    if args.config:
+        try:
+            settings = TrainSettings.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError):
+            raise ValueError(f"--config {args.config} is not a settings.json (a training run's, or written like one)") from None
     return settings.with_overrides(args.set)
 
 
@@ -154,13 +163,27 @@ def _split(args, clips):
 def cmd_train(args) -> int:
     from training.train import summary_line, train
 
+    settings = _settings(args)  # wrong settings are refused before the corpora are read
+    _check_run_out(Path(args.out))
     clips, _ = _clips(args)
     split = _split(args, clips)
-    report = train(clips, _settings(args), args.out, args.cache, split=split, workers=args.workers, threads=args.threads)
+    report = train(clips, settings, args.out, args.cache, split=split, workers=args.workers, threads=args.threads)
     for role, per_corpus in report["float"].items():
         print(f"{role}: {summary_line(per_corpus)}")
     print(f"model and report in {args.out} ({report['seconds']['total']:.0f} s)")
     return 0
+
+
+def _check_run_out(out: Path) -> None:
+    """A run folder may replace a run folder (said in the log), never a file or a folder of other things."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; training writes a run folder (model.keras, report.json, ...): give a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "report.json").is_file():
+            raise ValueError(f"--out {out} holds other files and no training run; give a new or empty folder")
+        log.warning(
+            "replacing the run in %s%s", out, "; its int8/ is the old model's until you convert again" if (out / "int8").exists() else ""
+        )
 
 
 def cmd_crossval(args) -> int:
@@ -433,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an --out that is a file, a folder where a file goes, no permission
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}; choose another path", file=sys.stderr)
         return 2
 
 

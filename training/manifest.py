@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from edge.model import LABEL
 from training.corpora import EMOTIONS, LANGUAGES, Clip, LoadReport, probe
+
+log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("path", "corpus", "speaker", "gender", "label", "duration_s", "rate_hz", "language")
 
@@ -74,7 +77,7 @@ def load_manifest(path: str | os.PathLike, report: LoadReport | None = None) -> 
             )
     if not numbered:
         raise ManifestError(f"manifest {path} has no clips: one row per clip, path,label[,speaker][,corpus]")
-    clips, rows_of = [], {}
+    clips, rows_of, own_labels = [], {}, set()
     for number, row in numbered:
         values = dict(zip(header, (c.strip() for c in row), strict=False))
         where = f"{path.name} row {number}"
@@ -85,6 +88,14 @@ def load_manifest(path: str | os.PathLike, report: LoadReport | None = None) -> 
             raise ManifestError(
                 f"{where}: label {values['label']!r} is not a name of letters, digits, '_' or '-' "
                 f"(the eight emotions are {', '.join(EMOTIONS)}; aliases such as fear, surprise, joy are understood)"
+            )
+        if label not in EMOTIONS and label not in own_labels:  # a label of the user's own, or a typo: say which, once
+            own_labels.add(label)
+            log.warning(
+                "%s: label %r is not one of the eight emotions (%s): it becomes a label of its own",
+                where,
+                values["label"],
+                ", ".join(EMOTIONS),
             )
         audio = Path(values["path"]).expanduser()
         audio = audio if audio.is_absolute() else path.parent / audio

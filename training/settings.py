@@ -124,6 +124,28 @@ class TrainSettings:
             raise ValueError(f"class_weights={self.class_weights!r} is not one of {', '.join(CLASS_WEIGHTS)}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization={self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
+        for name, ok, says in (
+            ("epochs", self.epochs >= 1, "1 or more"),
+            ("ensemble", self.ensemble >= 1, "1 or more"),
+            ("batch_size", self.batch_size >= 1, "1 or more"),
+            ("width", self.width >= 1, "1 or more"),
+            ("augment_variants", self.augment_variants >= 0, "0 or more"),
+            ("window_s", self.window_s >= 0.1, "at least 0.1 s"),
+            ("learning_rate", self.learning_rate > 0, "above 0"),
+            ("dropout", 0 <= self.dropout < 1, "from 0 up to, not including, 1"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "from 0 up to, not including, 1"),
+            ("mixup_alpha", self.mixup_alpha >= 0, "0 or more"),
+            *(
+                (k, 0 <= getattr(self, k) <= 1, "from 0 to 1")
+                for k in ("vtlp_p", "channel_p", "profile_p", "corpus_balance", "speaker_balance")
+            ),
+        ):
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed: use {says}")
+        for name in ("hop_s", "train_hop_s"):  # the device cuts windows on 10 ms frames
+            value = getattr(self, name)
+            if value <= 0 or abs(value * 100 - round(value * 100)) > 1e-6:
+                raise ValueError(f"{name}={value!r} is not allowed: use a positive multiple of 0.01 s (the frame hop), such as 0.5")
         warps = {"vtlp_range": tuple(self.vtlp_range) != (1.0, 1.0), "channel_db": self.channel_db > 0}
         on = [k for k, v in warps.items() if v]
         if on and (self.n_ceps != self.n_mels or self.lifter):
@@ -163,9 +185,10 @@ class TrainSettings:
             if dot:
                 if outer not in NESTED:
                     raise ValueError(f"--set {key}: only {', '.join(NESTED)} have settings of their own")
-                nested.setdefault(outer, {})[inner] = _tuple(value)
+                current = getattr(getattr(self, outer), inner, None)
+                nested.setdefault(outer, {})[inner] = _typed(key.strip(), raw, _tuple(value), current)
             else:
-                changes[outer] = _tuple(value)
+                changes[outer] = _typed(outer, raw, _tuple(value), getattr(self, outer, None))
         for outer, values in nested.items():
             try:
                 changes[outer] = dataclasses.replace(getattr(self, outer), **values)
@@ -176,10 +199,50 @@ class TrainSettings:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ValueError(f"unknown training settings: {', '.join(unknown)}; known are {', '.join(sorted(known))}")
-        return dataclasses.replace(self, **changes)
+        out = dataclasses.replace(self, **changes)
+        out.check()  # now, not after the features are read
+        return out
 
 
 NESTED = {"augment": AugmentSettings, "speech": SpeechSettings}
+
+
+def _typed(key: str, raw: str, value, current):
+    """``value`` (parsed from ``raw``) as the type the setting has now, or ValueError in one sentence: a wrong type
+    would otherwise be accepted and read as something else ("no" is true)."""
+    if current is None:  # an unknown key: named by the caller
+        return value
+    if dataclasses.is_dataclass(current):
+        raise ValueError(
+            f"--set {key}={raw}: {key} is a table; set its keys one by one, such as {key}.{dataclasses.fields(current)[0].name}=..."
+        )
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"--set {key}={raw}: use true or false")
+    elif isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"--set {key}={raw}: use a whole number")
+    elif isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"--set {key}={raw}: use a number")
+        return float(value)
+    elif isinstance(current, str):
+        if not isinstance(value, str):
+            raise ValueError(f"--set {key}={raw}: use a word (quotes not needed)")
+    elif isinstance(current, tuple):
+        if not isinstance(value, tuple):
+            numbers = bool(current) and isinstance(current[0], (int, float))
+            example = f"[{', '.join(str(v) for v in current)}]" if numbers else '["angry","sad"]'
+            raise ValueError(f"--set {key}={raw}: use a JSON list, such as '{key}={example}' (quoted for the shell)")
+        if (
+            current
+            and isinstance(current[0], (int, float))
+            and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
+            raise ValueError(f"--set {key}={raw}: use a list of numbers")
+        if current and isinstance(current[0], str) and not all(isinstance(v, str) for v in value):
+            raise ValueError(f"--set {key}={raw}: use a list of words")
+    return value
 
 
 def _tuple(value):
