@@ -98,6 +98,9 @@ def test_speaker_folds_pair_a_male_and_a_female_actor_and_keep_the_test_actors_o
     assert all(f.test == ("ravdess_15", "ravdess_16") and {"savee_JK", "tess_YAF"} <= set(f.validation) for f in folds)
     with pytest.raises(ValueError, match="at least 2 folds"):
         speaker_folds(clips, 1)
+    assert all(any(s.startswith("ravdess_") for s in f.validation) for f in speaker_folds(clips, 9)), "nine pairs: nine folds"
+    with pytest.raises(ValueError, match=r"18 RAVDESS actors outside the test speakers make 9 pairs, too few for 10 folds"):
+        corpus_folds(clips, 10)
 
 
 def test_the_summary_counts_a_corpus_only_where_it_was_held_out_whole():

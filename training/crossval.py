@@ -54,9 +54,12 @@ def _ravdess_folds(clips: Sequence[Clip], folds: int, base: Split) -> list[list[
     if folds < 2:
         raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
     actors = sorted({c.speaker for c in clips if c.corpus == FOLDED and c.speaker not in base.test})
-    if len(actors) < folds:
-        raise ValueError(f"{len(actors)} RAVDESS actors outside the test speakers cannot make {folds} folds")
-    pairs = [actors[i : i + 2] for i in range(0, len(actors), 2)]
+    pairs = [actors[i : i + 2] for i in range(0, len(actors), 2)]  # a female and a male actor in each
+    if len(pairs) < folds:
+        raise ValueError(
+            f"{len(actors)} RAVDESS actors outside the test speakers make {len(pairs)} pairs, too few for {folds} folds "
+            f"(each fold holds out whole pairs); use --folds {len(pairs)} or fewer"
+        )
     return [[a for i, pair in enumerate(pairs) if i % folds == k for a in pair] for k in range(folds)]
 
 
