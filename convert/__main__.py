@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="crossval.json of `python -m training crossval` run with the same settings: its leave-one-corpus-out table goes into the card",
     )
     p.add_argument("--cache", default="cache", help="feature cache folder shared with training")
-    p.add_argument("--min-agreement", type=float, default=0.95, help="least int8/float top-1 agreement on validation clips")
+    p.add_argument(
+        "--min-agreement", type=_share, default=0.95, help="least int8/float top-1 agreement on validation clips, 0 to 1 (default 0.95)"
+    )
     p.add_argument("--max-drop", type=float, default=1.5, help="largest validation accuracy drop from float to int8, in points")
     p.add_argument("--debug", action="store_true", help="log everything")
     return p
@@ -99,6 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"agreement {m['int8_float_agreement']}, {m['size_bytes']} bytes, {m['latency_ms_per_window_1_thread']:.2f} ms/window (1 thread)")
     print(f"wrote {args.out} and {os.path.splitext(args.out)[0]}.json")
     return 0
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share from 0 to 1, such as 0.95")
+    return value
 
 
 def _json(path: str, flag: str) -> dict:

@@ -307,8 +307,10 @@ def test_train_cli_takes_the_held_out_speakers_and_refuses_unknown_ones(clips):
     split = _split(args, clips)
     assert split.validation == ("ravdess_01", "ravdess_02", "savee_JK") and split.test == ()
     assert _split(build_parser().parse_args(["train"]), clips) == Split()
-    with pytest.raises(ValueError, match="--test names speakers with no clips: ravdess_24"):
+    with pytest.raises(ValueError, match="--test ravdess_24 has no clips; the speakers are "):
         _split(build_parser().parse_args(["train", "--test", "ravdess_24"]), clips)
+    bare = _split(build_parser().parse_args(["train", "--validation", "JK,YAF"]), clips)
+    assert bare.validation == ("savee_JK", "tess_YAF"), "a speaker only one corpus has needs no corpus prefix"
 
 
 def test_vtlp_warps_the_mel_axis_of_mfcc_frames_and_needs_every_coefficient():
@@ -381,6 +383,9 @@ def test_convert_refuses_to_replace_the_shipped_model_unless_asked(capsys):
 
     assert main(["runs/never-made"]) == 2  # refused before anything is read
     assert "this would replace the shipped model edge/models/ser_cnn_int8.tflite" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["runs/x", "--out", "x.tflite", "--min-agreement", "1.01"])
+    assert "'1.01' is not a share from 0 to 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

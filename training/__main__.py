@@ -150,13 +150,7 @@ def _split(args, clips):
         if given is None:
             chosen[role] = getattr(default, role)
             continue
-        speakers = tuple(s.strip() for s in given.split(",") if s.strip())
-        unknown = sorted(set(speakers) - {c.speaker for c in clips})
-        if unknown:
-            raise ValueError(
-                f"--{role} names speakers with no clips: {', '.join(unknown)} (speaker ids look like ravdess_17, savee_JK, tess_YAF)"
-            )
-        chosen[role] = speakers
+        chosen[role] = _speakers(given, clips, f"--{role}")  # ravdess_17, or 17 when one corpus has it
     return Split(**chosen)
 
 
@@ -226,15 +220,16 @@ def cmd_adapt(args) -> int:
     return 0
 
 
-def _speakers(given: str | None, clips) -> tuple[str, ...]:
-    """--validation's speakers as the clip table names them (CORPUS_SPEAKER); a bare SPEAKER is found when one corpus has it."""
+def _speakers(given: str | None, clips, flag: str = "--validation") -> tuple[str, ...]:
+    """Speakers named by ``flag`` as the clip table names them (CORPUS_SPEAKER); a bare SPEAKER is found when one corpus has it."""
     known = sorted({c.speaker for c in clips})
     out = []
     for name in (s.strip() for s in (given or "").split(",") if s.strip()):
         matches = [k for k in known if k == name] or [k for k in known if k.split("_", 1)[1] == name]
         if len(matches) != 1:
             why = "is in more than one corpus" if matches else "has no clips"
-            raise ValueError(f"--validation {name} {why}; the manifest's speakers are {', '.join(known)}")
+            shown = ", ".join(known) if len(known) <= 30 else f"{', '.join(known[:30])}, … ({len(known)} in all)"
+            raise ValueError(f"{flag} {name} {why}; the speakers are {shown}")
         out.append(matches[0])
     return tuple(out)
 
