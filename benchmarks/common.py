@@ -50,7 +50,7 @@ def above_zero(kind: type = int):
             value = kind(text)
         except ValueError:
             value = 0
-        if not value > 0:
+        if not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number above 0")
         return value
 

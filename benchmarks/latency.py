@@ -194,13 +194,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.quick:
-        quick = {"windows": 100, "models": ["int8"], "runtimes": ["ai-edge-litert"], "threads": [1], "process_seconds": 5.0}
+        quick = {
+            "windows": 100,
+            "models": ["int8"],
+            "runtimes": ["ai-edge-litert"],
+            "threads": [1],
+            "process_seconds": 5.0,
+            "process_combos": "first",
+        }
         given = [f"--{k.replace('_', '-')}" for k, v in quick.items() if getattr(args, k) != build_parser().get_default(k)]
         if given:
             log.warning("--quick sets %s itself: %s ignored", ", ".join(given), "it is" if len(given) == 1 else "they are")
         for key, value in quick.items():
             setattr(args, key, value)
-        args.process_combos = "first"
     try:
         return run(args)
     except BenchError as exc:

@@ -166,7 +166,7 @@ def _lengths(text: str) -> str:
     import argparse
 
     try:
-        ok = all(float(m) > 0 for m in text.split(","))
+        ok = all(0 < float(m) < float("inf") for m in text.split(","))
     except ValueError:
         ok = False
     if not ok:

@@ -13,6 +13,7 @@ import os
 import sys
 
 SHIPPED = "edge/models/ser_cnn_int8.tflite"
+SHIPPED_FLOAT = "models/ser_cnn.keras"  # the shipped model's float twin: `training adapt` adapts it
 EXAMPLES = """examples:
   python -m convert runs/try --out runs/try/int8/ser_cnn_int8.tflite --no-keras-copy
   python -m convert runs/model --replace-shipped --reports training/reports   # what `make model` does: the shipped model
@@ -34,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--replace-shipped", action="store_true", help="let this run replace the shipped model and its float copy (otherwise refused)"
     )
-    p.add_argument("--keras-out", default="models/ser_cnn.keras", help="copy of the float Keras model, for float-vs-int8 benchmarks")
+    p.add_argument(
+        "--keras-out",
+        default=None,
+        help=f"copy of the float Keras model, for float-vs-int8 benchmarks and `training adapt` (default: {SHIPPED_FLOAT} with "
+        "--replace-shipped, else none)",
+    )
     p.add_argument("--no-keras-copy", action="store_true", help="do not copy the Keras model")
     p.add_argument("--reports", default=None, help="folder for the int8 confusion matrix and training curves PNGs")
     p.add_argument(
@@ -61,14 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     from training.corpora import load_data
     from training.manifest import load_manifest
 
-    shipped = Path(__file__).resolve().parents[1] / SHIPPED
-    if Path(args.out).resolve() == shipped.resolve() and shipped.exists() and not args.replace_shipped:
-        print(
-            f"error: this would replace the shipped model {SHIPPED} (and models/ser_cnn.keras); give --out elsewhere, "
-            "or --replace-shipped to make this run the shipped model (as `make model` does)",
-            file=sys.stderr,
-        )
-        return 2
+    root = Path(__file__).resolve().parents[1]
+    keras_out = None if args.no_keras_copy else args.keras_out or (SHIPPED_FLOAT if args.replace_shipped else None)
+    for path, what in ((args.out, SHIPPED), (keras_out, SHIPPED_FLOAT)):
+        # The shipped pair is replaced together or not at all: an int8 model with another run's float twin would adapt wrongly.
+        if path and Path(path).resolve() == (root / what).resolve() and (root / what).exists() and not args.replace_shipped:
+            print(
+                f"error: this would replace the shipped {'model' if what == SHIPPED else 'float model'} {what}; give another path, "
+                "or --replace-shipped to make this run the shipped model (as `make model` does)",
+                file=sys.stderr,
+            )
+            return 2
     try:
         crossval = _json(args.crossval, "--crossval") if args.crossval else None
         clips = load_data(args.data) if args.data else []
@@ -79,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             clips,
             args.out,
             cache_dir=args.cache,
-            keras_out=None if args.no_keras_copy else args.keras_out,
+            keras_out=keras_out,
             reports_dir=args.reports,
             gates=Gates(min_agreement=args.min_agreement, max_accuracy_drop_points=args.max_drop),
             crossval=crossval,

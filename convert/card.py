@@ -34,7 +34,10 @@ def _data_table(contract: ModelContract, data: dict, corpora: list[str] | None =
     for corpus in corpora if corpora is not None else contract.training_data.get("corpora", []):
         trained = [s for s in data[TRAIN]["speakers"] if s.startswith(f"{corpus}_")]
         held = [
-            s.split("_", 1)[1] for role in (VALIDATION, TEST) for s in data.get(role, {}).get("speakers", []) if s.startswith(f"{corpus}_")
+            s[len(corpus) + 1 :]
+            for role in (VALIDATION, TEST)
+            for s in data.get(role, {}).get("speakers", [])
+            if s.startswith(f"{corpus}_")
         ]
         language = LANGUAGES.get(contract.training_data.get("corpus_languages", {}).get(corpus, ""), "")
         rows.append(
@@ -204,10 +207,8 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
 def _adapted_data(contract: ModelContract, base: dict, data: dict) -> list[str]:
     """An adapted model's data: what its base was trained on, then the clips it was adapted on."""
     base_data = base["data"]
-    base_corpora = sorted({s.split("_", 1)[0] for s in base_data[TRAIN]["speakers"]})
-    own = sorted(
-        {s.split("_", 1)[0] for s in data[TRAIN]["speakers"]} | {s.split("_", 1)[0] for s in data.get(VALIDATION, {}).get("speakers", [])}
-    )
+    base_corpora = sorted(base_data[TRAIN]["clips"])
+    own = sorted(set(data[TRAIN]["clips"]) | set(data.get(VALIDATION, {}).get("clips", {})))
     clips = sum(data[TRAIN]["clips"].values())
     held = data.get(VALIDATION, {}).get("speakers", [])
     return [

@@ -102,7 +102,7 @@ def convert_run(
     per_corpus = {k: tuple(v) for k, v in report.get("corpus_labels", corpus_labels(clips)).items()}
 
     # Only the corpora the run learnt from and was judged on: --data may hold more than it used.
-    run_corpora = {s.split("_", 1)[0] for role in report["data"].values() for s in role["speakers"]}
+    run_corpora = {corpus for role in report["data"].values() for corpus in role["clips"]}  # keyed by corpus: crema_d stays whole
     clips = [c for c in clips if c.corpus in run_corpora]
     if not clips:
         raise ValueError(
@@ -142,7 +142,7 @@ def convert_run(
     base = (report.get("adapt") or {}).get("base_data")
     protocol = "speaker-independent: validation and test speakers never appear in training"
     if base:  # an adapted model derives from its base's corpora too: they stay in its data and its licence
-        base_corpora = sorted({s.split("_", 1)[0] for s in base["data"][TRAIN]["speakers"]})
+        base_corpora = sorted(base["data"][TRAIN]["clips"])
         used = sorted(set(used) | set(base_corpora))
         corpus_languages = {**corpus_languages, **{k: v for k, v in base.get("corpus_languages", {}).items() if v}}
         corpus_labels_all = {**base.get("corpus_labels", {}), **corpus_labels_all}

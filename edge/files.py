@@ -114,11 +114,11 @@ def why_unwritable(path: str | os.PathLike) -> str | None:
     if kind is not None:
         return f"it is {kind}, not a regular file"
     folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        if folder.is_symlink():  # a dangling link: mkdir would fail on it
+    while not os.path.exists(folder) and folder != folder.parent:  # os.path: False, not PermissionError, behind a closed folder
+        if os.path.islink(folder):  # a dangling link: mkdir would fail on it
             return f"{folder} is a broken link"
         folder = folder.parent
-    if not folder.is_dir():
+    if not os.path.isdir(folder):
         return f"{folder} is a file, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"the folder {folder} cannot be written by this user (or is on a read-only file system)"

@@ -699,3 +699,14 @@ def test_heard_counts_the_first_windows_whole_audio_and_starts_over_with_a_new_s
     sink.close()
     (row,) = minutes_in(tmp_path / "h.sqlite")
     assert row["heard_s"] == pytest.approx(2 * (3.0 + 19 * 0.5)) and row["speech_s"] == 0
+
+
+def test_a_first_window_across_a_minute_boundary_gives_no_minute_more_than_60_s(tmp_path):
+    """A stream starting 2 s before a minute: its first 3 s window ends 1 s into it, counted there, up to the minute's 60 s."""
+    clock = [1_800_000_000.0 + 1.0]
+    sink = HistorySink(HistorySettings(), str(tmp_path / "h.sqlite"), SOURCE, hop_s=0.5, clock=lambda: clock[0])
+    for i in range(120):
+        end = 3.0 + 0.5 * i
+        sink.handle({**window(end, "sad", speech=False), "start_s": end - 3.0})
+    sink.close()
+    assert [r["heard_s"] for r in minutes_in(tmp_path / "h.sqlite")] == [60.0, 1.0]  # not 62: 3 s + 118 hops

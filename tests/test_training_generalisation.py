@@ -377,3 +377,30 @@ def test_curve_refuses_a_base_that_heard_the_corpus(tmp_path):
     base.provenance = {}
     with pytest.raises(ValueError, match="no clips of 'turkish': the corpora loaded are turev"):
         learning_curve(base, clips, "turkish", tmp_path)
+
+
+def test_a_model_adapted_twice_keeps_both_adaptations_in_its_provenance(tmp_path):
+    from training.adapt import load_base
+    from training.settings import TrainSettings
+
+    def data(speakers: dict[str, list[str]]) -> dict:
+        train = {"speakers": [s for v in speakers.values() for s in v], "clips": {c: 10 * len(v) for c, v in speakers.items()}}
+        return {"train": train, "validation": {"speakers": [], "clips": {}}, "test": {"speakers": [], "clips": {}}}
+
+    base = {"name": "base", "data": data({"ravdess": ["ravdess_01"], "crema_d": ["crema_d_1001"]}), "corpus_labels": {}}
+    run = tmp_path / "a1"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"")
+    report = {
+        "settings": TrainSettings().to_dict(),
+        "labels": ["sad", "angry"],
+        "normalization": {"kind": "window"},
+        "data": data({"my_pl": ["my_pl_anna"]}),
+        "corpus_labels": {"my_pl": ["sad", "angry"]},
+        "adapt": {"base_data": base},
+    }
+    (run / "report.json").write_text(json.dumps(report))
+    chained = load_base(run).provenance
+    assert chained["name"] == f"{run}, adapted from base"
+    assert chained["data"]["train"]["speakers"] == ["crema_d_1001", "my_pl_anna", "ravdess_01"]
+    assert sorted(chained["data"]["train"]["clips"]) == ["crema_d", "my_pl", "ravdess"], "corpus names with _ stay whole"

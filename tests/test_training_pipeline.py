@@ -383,6 +383,9 @@ def test_convert_refuses_to_replace_the_shipped_model_unless_asked(capsys):
 
     assert main(["runs/never-made"]) == 2  # refused before anything is read
     assert "this would replace the shipped model edge/models/ser_cnn_int8.tflite" in capsys.readouterr().err
+    root = Path(__file__).resolve().parents[1]
+    assert main(["runs/never-made", "--out", "x.tflite", "--keras-out", str(root / "models" / "ser_cnn.keras")]) == 2
+    assert "this would replace the shipped float model models/ser_cnn.keras" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["runs/x", "--out", "x.tflite", "--min-agreement", "1.01"])
     assert "'1.01' is not a share from 0 to 1" in capsys.readouterr().err

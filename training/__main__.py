@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -198,6 +199,11 @@ def cmd_adapt(args) -> int:
         raise ValueError("adapt needs your labelled clips: --manifest mine.csv (rows path,label[,speaker][,corpus])")
     check_out(args.out)
     base = load_base(args.base or SHIPPED, args.keras)
+    if Path(args.out).resolve() == base.keras_path.parent.resolve():
+        raise ValueError(f"--out {args.out} is the base model's own run folder; give the adapted model a folder of its own")
+    stale = Path(args.out) / "int8"
+    if stale.is_dir():  # an earlier adaptation's int8 model must not outlive a conversion refused below
+        shutil.rmtree(stale)
     clips = [c for m in args.manifest for c in load_manifest(m)]
     settings = _adapt_settings(args)
     validation = _speakers(args.validation, clips)
@@ -223,9 +229,10 @@ def cmd_adapt(args) -> int:
 def _speakers(given: str | None, clips, flag: str = "--validation") -> tuple[str, ...]:
     """Speakers named by ``flag`` as the clip table names them (CORPUS_SPEAKER); a bare SPEAKER is found when one corpus has it."""
     known = sorted({c.speaker for c in clips})
+    bare = {c.speaker: c.speaker[len(c.corpus) + 1 :] for c in clips}  # crema_d_1001 -> 1001
     out = []
     for name in (s.strip() for s in (given or "").split(",") if s.strip()):
-        matches = [k for k in known if k == name] or [k for k in known if k.split("_", 1)[1] == name]
+        matches = [k for k in known if k == name] or [k for k in known if bare[k] == name]
         if len(matches) != 1:
             why = "is in more than one corpus" if matches else "has no clips"
             shown = ", ".join(known) if len(known) <= 30 else f"{', '.join(known[:30])}, … ({len(known)} in all)"

@@ -114,21 +114,19 @@ def load_base(base: str | Path, keras_path: str | Path | None = None) -> Base:
             )
         report = json.loads((base / "report.json").read_text())
         norm = report["normalization"]
-        adapted = report.get("adapt", {}).get("base_data")  # a run adapted before: what its own base was trained on
-        data = report["data"] if not adapted else adapted["data"]
-        corpora = sorted({s.split("_", 1)[0] for s in data[TRAIN]["speakers"]})
+        own = {
+            "name": str(base),
+            "data": report["data"],
+            "corpus_languages": {c: LANGUAGES.get(c, "") for c in report["data"][TRAIN]["clips"]},
+            "corpus_labels": report.get("corpus_labels", {}),
+        }
+        adapted = report.get("adapt", {}).get("base_data")  # a run adapted before: its base, and its own clips on top
         return Base(
             base / "model.keras",
             TrainSettings.from_dict(report["settings"]),
             tuple(report["labels"]),
             Normalization(**{k: tuple(v) if isinstance(v, list) else v for k, v in norm.items()}),
-            adapted
-            or {
-                "name": str(base),
-                "data": data,
-                "corpus_languages": {c: LANGUAGES.get(c, "") for c in corpora},
-                "corpus_labels": report.get("corpus_labels", {}),
-            },
+            _chained(adapted, own) if adapted else own,
         )
     from edge.model import Model
 
@@ -144,20 +142,35 @@ def load_base(base: str | Path, keras_path: str | Path | None = None) -> Base:
     if not keras_path.is_file():
         raise FileNotFoundError(f"the float model {keras_path} is missing; give --keras the float twin of {base.name}")
     td = contract.training_data
+    own = {
+        "name": f"{'the shipped model ' if base.resolve() == SHIPPED.resolve() else ''}{base.name} (sha256 {contract.sha256[:12]}…)",
+        "data": td.get("split", {}),
+        "corpus_languages": td.get("corpus_languages", {}),
+        "corpus_labels": td.get("corpus_labels", {}),
+        **({"leave_one_corpus_out": contract.metrics["leave_one_corpus_out"]} if "leave_one_corpus_out" in contract.metrics else {}),
+    }
+    adapted = td.get("adapted_from")
     return Base(
-        keras_path,
-        TrainSettings.from_dict(settings),
-        contract.labels,
-        contract.normalization,
-        td.get("adapted_from")
-        or {
-            "name": f"{'the shipped model ' if base.resolve() == SHIPPED.resolve() else ''}{base.name} (sha256 {contract.sha256[:12]}…)",
-            "data": td.get("split", {}),
-            "corpus_languages": td.get("corpus_languages", {}),
-            "corpus_labels": td.get("corpus_labels", {}),
-            **({"leave_one_corpus_out": contract.metrics["leave_one_corpus_out"]} if "leave_one_corpus_out" in contract.metrics else {}),
-        },
+        keras_path, TrainSettings.from_dict(settings), contract.labels, contract.normalization, _chained(adapted, own) if adapted else own
     )
+
+
+def _chained(first: dict, then: dict) -> dict:
+    """The provenance of a model adapted twice: what ``first`` describes, with the clips the model ``then`` describes was
+    adapted on added to its training data (so a later card, licence and zero-shot check count them too)."""
+    a, b = first["data"][TRAIN], then["data"][TRAIN]
+    corpora = set(a["clips"]) | set(b["clips"])
+    train = {
+        "speakers": sorted(set(a["speakers"]) | set(b["speakers"])),
+        "clips": {c: a["clips"].get(c, 0) + b["clips"].get(c, 0) for c in sorted(corpora)},
+    }
+    return {
+        **first,
+        "name": f"{then['name']}, adapted from {first['name']}",
+        "data": {**first["data"], TRAIN: train},
+        "corpus_languages": {**then.get("corpus_languages", {}), **{k: v for k, v in first.get("corpus_languages", {}).items() if v}},
+        "corpus_labels": {**first.get("corpus_labels", {}), **then.get("corpus_labels", {})},
+    }
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "edge" / "models" / "ser_cnn_int8.tflite"

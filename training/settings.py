@@ -185,10 +185,9 @@ class TrainSettings:
             if dot:
                 if outer not in NESTED:
                     raise ValueError(f"--set {key}: only {', '.join(NESTED)} have settings of their own")
-                current = getattr(getattr(self, outer), inner, None)
-                nested.setdefault(outer, {})[inner] = _typed(key.strip(), raw, _tuple(value), current)
+                nested.setdefault(outer, {})[inner] = _typed(key.strip(), raw, _tuple(value), _default(NESTED[outer], inner))
             else:
-                changes[outer] = _typed(outer, raw, _tuple(value), getattr(self, outer, None))
+                changes[outer] = _typed(outer, raw, _tuple(value), _default(type(self), outer))
         for outer, values in nested.items():
             try:
                 changes[outer] = dataclasses.replace(getattr(self, outer), **values)
@@ -205,6 +204,14 @@ class TrainSettings:
 
 
 NESTED = {"augment": AugmentSettings, "speech": SpeechSettings}
+
+
+def _default(cls, name: str):
+    """The class's default for a field (its type is the setting's: a settings.json may hold 0 where 0.3 is meant), or None."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return None
 
 
 def _typed(key: str, raw: str, value, current):

@@ -21,7 +21,7 @@ from pathlib import Path
 import tomllib
 
 from edge.checks import Checked, ConfigError, checked, refuse, show
-from edge.files import NotRegularFileError, read_regular, what_is, why, why_unwritable
+from edge.files import NotRegularFileError, read_regular, what_is, why
 from edge.history import EXAMPLE_PATH as HISTORY_EXAMPLE
 from edge.history import database_path
 from edge.model import LABEL
@@ -191,12 +191,9 @@ def _check_files(settings: ServiceSettings) -> None:
         if kind is not None:  # the queue is saved by renaming over the path: that would replace a device or a FIFO
             raise refuse("mqtt.queue_file", queue_file, f"it is {kind}, not a regular file; give a file name such as {EXAMPLE_PATH}")
     profile = settings.profile
-    if profile.path and not (profile.adapt and not Path(profile.path).exists()):
+    if profile.path and not (profile.adapt and not os.path.exists(profile.path)):
         # Adapting may start a profile of its own where none is yet; anything else needs one made by enroll.
         _need_file("profile.path", profile.path, "make one with `python -m edge enroll --out PATH`")
-    problem = why_unwritable(profile.path) if profile.path and profile.adapt else None
-    if problem:  # found now, not at the first save minutes later, with what was learnt lost at the stop
-        raise refuse("profile.path", profile.path, f"adapting saves the profile there, but {problem}; give a path the service may write")
     history = database_path(settings)
     kind = what_is(history) if history else None
     if kind is not None and settings.history.path:  # SQLite would fail on it at every write

@@ -29,7 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge import voice
+from edge.checks import show
 from edge.classifier import StreamingClassifier
+from edge.files import why_unwritable
 from edge.model import Model
 from edge.policy import Policy
 from edge.profile import Adaptation, ProfileError, VoiceProfile
@@ -303,6 +305,11 @@ def _voice_profile(settings: ProfileSettings, model: Model) -> tuple[VoiceProfil
     adapt = Adaptation(time_constant_s=settings.time_constant_s) if settings.adapt else None
     if not settings.path:
         return None, adapt
+    problem = why_unwritable(settings.path) if adapt is not None else None
+    if problem:  # found at start, not at the first save minutes later, with what was learnt lost at the stop
+        raise StartError(
+            f"profile.path = {show(settings.path)} is not allowed: adapting saves the profile there, but {problem}; give a path the service may write"
+        )
     if adapt is not None and not Path(settings.path).exists():
         log.info(
             "voice profile %s does not exist yet: learning the voice from the speech heard, starting from the population's statistics",

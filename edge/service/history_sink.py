@@ -78,7 +78,9 @@ class HistorySink:
             new = end - start if first else end - max(start, self._covered)
             self._covered = end
             minute = self._minute_at(end)
-            minute.heard_s += new
+            # A first window that began in the minute before (not open: the stream started there) is counted here, up to
+            # the minute's 60 s.
+            minute.heard_s = min(minute.heard_s + new, MINUTE_S)
             if event.get("speech"):  # a hop per speech window: the time each verdict stands for
                 minute.speech_s += self.hop_s
                 label = event["label"]

@@ -32,7 +32,7 @@ class AlertRecorder:
             raise ValueError("debug recording needs a folder: set [debug] record_dir or pass --record-dir")
         self.settings = settings
         self.folder = Path(settings.record_dir)
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a voice: for this user only
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new folder: for this user only (an existing one keeps its mode)
         self._chunks: deque[np.ndarray] = deque()
         self._samples = 0
         self.sample_rate_hz: int | None = None
@@ -68,10 +68,11 @@ class AlertRecorder:
         safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", str(event.get("id")))
         path = self.folder / f"alert_{safe_id}_{event.get('emotion')}.wav"
         try:
-            # Made 0600 before a byte is written: a recording of someone's voice is for this user only.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-            os.chmod(path, 0o600)  # a file there before keeps its mode through O_CREAT
-            sf.write(str(path), audio, self.sample_rate_hz, subtype="PCM_16")
+            # 0600 before a byte is written (a recording of someone's voice is for this user only), never through a link.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.fchmod(fd, 0o600)  # a file there before keeps its mode through O_CREAT
+            with os.fdopen(fd, "wb") as f:
+                sf.write(f, audio, self.sample_rate_hz, subtype="PCM_16", format="WAV")
         except (OSError, RuntimeError) as exc:
             self.status = f"error: {exc}"
             log.warning("could not write the debug recording %s (%s)", path, exc)

@@ -196,6 +196,7 @@ class WebServer:
     def __init__(self, server: _Server, thread: threading.Thread, app) -> None:
         self._server = server
         self._thread = thread
+        self._shutting = threading.Lock()
         self.app = app
         self.host = str(server.effective_host)
         self.port = int(server.effective_port)  # the real port, also when 0 was asked for
@@ -232,14 +233,15 @@ class WebServer:
     def _in_server_thread(self, thunk) -> bool:
         """Hand ``thunk`` to the server's loop; False when the loop has already closed its trigger (nothing is left to close)."""
         trigger = self._server.trigger
-        if trigger._closed:  # its descriptor may belong to another file by now: never write to it
-            return False
-        try:
-            trigger.pull_trigger(thunk)
-        except OSError as exc:  # EBADF: closed already, by an earlier shutdown or the loop's own end
-            log.debug("web server on %s: its loop is closed already (%s)", self.url, exc)
-            return False
-        return True
+        with self._shutting:  # two shutdowns at once: the second sees the first's close
+            if trigger._closed or not self._thread.is_alive():  # its descriptor may belong to another file by now
+                return False
+            try:
+                trigger.pull_trigger(thunk)
+            except OSError as exc:  # EBADF: closed already, by the loop's own end
+                log.debug("web server on %s: its loop is closed already (%s)", self.url, exc)
+                return False
+            return True
 
 
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 8000) -> WebServer:
