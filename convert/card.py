@@ -156,6 +156,12 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
         how = (
             f"each network's last layer refitted on its frozen embeddings, held to the trained one with weight {a.get('head_l2', 0):g}"
             + (
+                f", jointly with a new input to it, statistics of the window itself (level, spread and movement of each "
+                f"coefficient; weight {a.get('stats_l2', 0):g})"
+                if a.get("window_stats")
+                else ""
+            )
+            + (
                 f", from windows with and without their speaker's own statistics ({a['profiled_speakers']} speakers)"
                 if a.get("profiled_speakers")
                 else ""

@@ -243,14 +243,20 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     assert all(a < b for a, b in zip(fit["loss_after"], fit["loss_before"], strict=True))
     # Each window seen twice: against the population's statistics and against its speaker's (pl_EB0's 12 clips).
     assert fit["profiled_speakers"] == 1 and fit["windows"] == 2 * report["windows"]["train"]
-    base_weights = [w for w in __import__("keras").models.load_model(tmp_path / "base" / "model.keras").get_weights()]
-    adapted = __import__("keras").models.load_model(tmp_path / "adapted" / "model.keras").get_weights()
-    moved = [not np.array_equal(a, b) for a, b in zip(base_weights, adapted, strict=True)]
-    assert moved[-2:] == [True, True] and not any(moved[:-2])  # only the last dense layer's kernel and bias
+    keras = __import__("keras")
+    base_net = keras.models.load_model(tmp_path / "base" / "model.keras")
+    adapted_net = keras.models.load_model(tmp_path / "adapted" / "model.keras")
+    # The trained layers stay as they were but the last; a window-statistics branch joins it (fitted, not zero).
+    for layer in base_net.layers[:-1]:
+        for a, b in zip(layer.get_weights(), adapted_net.get_layer(layer.name).get_weights(), strict=True):
+            assert np.array_equal(a, b), layer.name
+    head = adapted_net.get_layer("probs_embedding").get_weights()
+    assert not np.array_equal(head[0], base_net.layers[-1].get_weights()[0]) and fit["window_stats"] == 4 * base_net.inputs[0].shape[-1]
+    assert np.abs(adapted_net.get_layer("probs_window_stats").get_weights()[0]).max() > 0
     model = Model(tmp_path / "adapted" / "int8" / "ser_cnn_int8.tflite")
     assert model.labels == tuple(report["labels"]) and model.contract.metrics["adapted"]["head_l2"] == 0.5
     card = (tmp_path / "adapted" / "int8" / "MODEL_CARD.md").read_text()
-    assert "last layer refitted" in card
+    assert "last layer refitted" in card and "statistics of the window itself" in card
     # It still derives from its base's corpora: they stay in its data, its licence and its card, beside the new clips.
     assert model.contract.training_data["corpora"] == ["pl", "ravdess"] and "RAVDESS" in model.contract.licence
     assert model.contract.training_data["adapted_from"]["name"] == str(tmp_path / "base")
@@ -289,6 +295,12 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
     assert len(curve["tested_on"]) == 2 and not set(curve["tested_on"]) & set(curve["adapted_on"])
     assert all(0 <= r["ua_restricted_enrolled"] <= 1 for r in curve["rows"]) and len(curve["rows"][1]["draws_enrolled"]) == 2
     assert curve["rows"][1]["layers"] == "all"
+    # Adam, then the last layer refitted with the window statistics, whose fixed kernel (-1, 1) stays out of training.
+    tuned = __import__("keras").models.load_model(tmp_path / "curve" / "shots2-0" / "model.keras")
+    assert np.abs(tuned.get_layer("probs_window_stats").get_weights()[0]).max() > 0 and not tuned.get_layer("window_steps").trainable
+    assert np.array_equal(
+        tuned.get_layer("window_steps").get_weights()[0][:, :, 0], np.repeat([[-1.0], [1.0]], tuned.inputs[0].shape[-1], axis=1)
+    )
     assert (tmp_path / "curve" / "curve.png").stat().st_size > 1000
 
 
@@ -311,6 +323,79 @@ def test_the_refitted_head_learns_the_clips_within_their_labels_and_stays_near_t
     assert not np.allclose(weighted, W)  # the windows' weights count
 
 
+def test_the_window_statistics_branch_learns_what_the_frozen_network_cannot_and_converts_to_int8():
+    """A window's level decides its label and a network that cannot see it (its kernel is zero) is refitted: the
+    head alone stays near chance, head and branch learn it; the statistics are folded back into the layers exactly
+    (the Keras model gives the fit's answer); a model adapted twice refits its branch in place; int8 converts."""
+    import keras
+
+    from convert.int8 import to_int8_tflite
+    from edge.model import Normalization
+    from training.adapt import _refit_heads, with_window_stats
+    from training.network import average_models, build_model
+
+    frames, coeffs, n_labels = 40, 6, 4
+    members = []
+    for _ in range(2):
+        m = build_model("cnn1d", frames, coeffs, n_labels, width=2)
+        m.get_layer("conv0").set_weights([np.zeros_like(w) for w in m.get_layer("conv0").get_weights()])  # sees nothing
+        members.append(m)
+    model = average_models(members, frames, coeffs)
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 60)  # two of the four labels
+    x = rng.normal(size=(120, frames, coeffs)).astype(np.float32)
+    x[:, :, 2] += np.where(y == 1, 1.0, -1.0)[:, None]  # class 1 is louder in one coefficient
+    ws = WindowSet(
+        x.reshape(-1, coeffs),
+        np.arange(120) * frames,
+        frames,
+        y,
+        np.arange(120),
+        np.ones(120, np.float32),
+        [Clip(f"/x/{i}.wav", "x", "x_1", "female", EMOTIONS[y[i]]) for i in range(120)],
+        np.ones(120, bool),
+    )
+    masks = np.zeros((120, n_labels), bool)
+    masks[:, :2] = True
+    plain = Normalization("none")
+
+    def accuracy(m):
+        return float((m.predict(x, verbose=0)[:, :2].argmax(axis=1) == y).mean())
+
+    alone, fit = _refit_heads(model, ws, plain, {}, masks, np.ones(120), 0.3, None)
+    assert accuracy(alone) < 0.7 and "window_stats" not in fit
+    both, fit = _refit_heads(model, ws, plain, {}, masks, np.ones(120), 0.3, 0.01)
+    assert accuracy(both) > 0.95 and fit["window_stats"] == 4 * coeffs and len(fit["loss_after"]) == 2
+    assert [layer.name for layer in both.layers if isinstance(layer, keras.Model)] == ["member0", "member1"]
+    assert both.get_layer("member0").get_layer("window_steps").trainable is False
+    # The statistics the branch sees: the mean of each coefficient and of its positive part, of each step and of its.
+    stats = keras.Model(both.get_layer("member0").inputs, both.get_layer("member0").get_layer("window_stats").output).predict(
+        x[:3], verbose=0
+    )
+    steps = np.diff(x[:3], axis=1)
+    expected = [x[:3].mean(axis=1), np.maximum(x[:3], 0).mean(axis=1), steps.mean(axis=1), np.maximum(steps, 0).mean(axis=1)]
+    np.testing.assert_allclose(stats, np.concatenate(expected, axis=1), atol=1e-5)
+    # A new branch starts at zero: the network answers as before until it is fitted.
+    net = members[0]
+    np.testing.assert_allclose(with_window_stats(net).predict(x[:5], verbose=0), net.predict(x[:5], verbose=0), atol=1e-6)
+    # Adapting the adapted model again refits the same branch, and keeps what it learned under a strong pull.
+    again, _ = _refit_heads(both, ws, plain, {}, masks, np.ones(120), 1e4, 1e4)
+    assert again.get_layer("member0") is both.get_layer("member0") and accuracy(again) > 0.95
+    tflite = to_int8_tflite(both, x)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite)
+    interpreter.allocate_tensors()
+    (i,), (o,) = interpreter.get_input_details(), interpreter.get_output_details()
+    right = 0
+    for n in range(0, 120, 4):
+        scale, zero = i["quantization"]
+        interpreter.set_tensor(i["index"], np.clip(np.round(x[n : n + 1] / scale + zero), -128, 127).astype(np.int8))
+        interpreter.invoke()
+        right += int(interpreter.get_tensor(o["index"])[0, :2].argmax() == y[n])
+    assert right >= 28  # of 30
+
+
 def test_curve_refuses_shots_and_repeats_it_cannot_use(capsys):
     """--shots and --repeats are checked when parsed, with one sentence, not a traceback from deep inside."""
     from training.__main__ import build_parser
@@ -324,6 +409,12 @@ def test_curve_refuses_shots_and_repeats_it_cannot_use(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--repeats", "0"])
     assert "'0' is not a whole number of 1 or more" in capsys.readouterr().err
+    for flag, value in (("--head-l2", "-1"), ("--stats-l2", "nan")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, flag, value])
+        assert f"argument {flag}: '{value}' is not a number of 0 or more" in capsys.readouterr().err
+    settings = build_parser().parse_args([*base, "--stats-l2", "0", "--no-window-stats"])
+    assert settings.stats_l2 == 0.0 and settings.window_stats is False
 
 
 def test_adapt_refuses_what_it_must_not_write_over_or_start_from(tmp_path):

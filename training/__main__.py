@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -296,6 +297,17 @@ def _at_least(minimum: int):
 _count, _positive = _at_least(0), _at_least(1)
 
 
+def _pull(text: str) -> float:
+    """An argparse type: a finite number of 0 or more (an L2 weight), or one sentence saying so."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of 0 or more")
+    return value
+
+
 def _add_adapt_args(p: argparse.ArgumentParser) -> None:
     """How adaptation fine-tunes (training.adapt.AdaptSettings), the same for adapt and curve."""
     p.add_argument(
@@ -315,9 +327,22 @@ def _add_adapt_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--head-l2",
-        type=float,
+        type=_pull,
         default=0.3,
         help="--layers head: how strongly the refitted layer is held to the trained one (default 0.3; smaller follows your clips more)",
+    )
+    p.add_argument(
+        "--stats-l2",
+        type=_pull,
+        default=0.3,
+        help="how strongly the window-statistics input to the last layer is held to zero (default 0.3)",
+    )
+    p.add_argument(
+        "--no-window-stats",
+        dest="window_stats",
+        action="store_false",
+        help="do not give the last layer a new input, the window's own statistics (level, spread and movement of each "
+        "coefficient), refitted with it after any fine-tuning",
     )
     p.add_argument(
         "--no-profiles",
@@ -341,6 +366,8 @@ def _adapt_settings(args):
         layers=args.layers,
         auto_all_from=args.all_from,
         head_l2=args.head_l2,
+        window_stats=args.window_stats,
+        stats_l2=args.stats_l2,
         profiles=args.profiles,
     )
 

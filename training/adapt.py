@@ -9,15 +9,17 @@ those four and says nothing against the rest.
 With few clips (``layers="auto"``, the default, under ``auto_all_from`` clips of some label; or
 ``layers="head"``) the networks stay as trained and only each one's last dense layer is refitted, on the
 embeddings of the clips and their augmented copies: a softmax regression over the manifest's labels,
-pulled toward the trained weights by ``head_l2`` (L2-SP), solved by L-BFGS in seconds.
-A few dozen clips cannot teach 240,000 weights without teaching them their speakers, but they can re-aim
-the last layer. On corpora held out of training, 10 clips per emotion from other speakers took new ASED
-speakers from 0.39 to 0.52 restricted UA and left nEMO and TurEV where they were, where fine-tuning every
-layer by Adam (``layers="all"``; ``"top"`` keeps the first block) lost 7 points on nEMO. From 20 clips of
-every label on, Adam did better on three corpora of four, so ``auto`` fine-tunes every layer then
-(training/README.md, "Adaptation"). With ``profiles`` the adaptation also learns from windows normalised
-against their own speaker's statistics (as ``python -m edge enroll`` measures them), so the adapted model
-serves with and without a voice profile, as the base was trained.
+pulled toward the trained weights by ``head_l2`` (L2-SP), solved by L-BFGS in seconds. A few dozen clips
+cannot teach 240,000 weights without teaching them their speakers, but they can re-aim the last layer, and
+give it a second input the frozen network does not see (``window_stats``, ``with_window_stats``): per
+coefficient, the level, spread and movement of the window itself, which a new language or microphone changes.
+On corpora held out of training, 10 clips per emotion from other speakers took new ASED speakers from 0.39 to
+0.56 restricted UA, SAVEE from 0.33 to 0.47 and TurEV-DB from 0.37 to 0.40, and left nEMO where it was (0.42
+to 0.41); the last layer alone took them to 0.51, 0.39, 0.37 and 0.42. From 20 clips of every label on,
+``auto`` fine-tunes every layer by Adam (``layers="all"``; ``"top"`` keeps the first block), then refits the
+last layer and the statistics the same way (training/README.md, "Adaptation"). With ``profiles`` the
+adaptation also learns from windows normalised against their own speaker's statistics (as ``python -m edge
+enroll`` measures them), so the adapted model serves with and without a voice profile, as the base was trained.
 The result is a run folder that ``python -m convert`` turns into an int8 model with its contract and card,
 through the same checks.
 """
@@ -75,6 +77,12 @@ class AdaptSettings:
     head_l2: float = 0.3
     """layers=head: weight of the squared distance of the refitted head from the trained one, against the mean
     cross-entropy of the windows; smaller follows the clips more (chosen on ASED, nEMO, TurEV and SAVEE held out)."""
+    window_stats: bool = True
+    """Give each network's softmax a second input, statistics of the window itself (``with_window_stats``), fitted
+    jointly with the last layer by L-BFGS (layers=head; after Adam for all and top)."""
+    stats_l2: float = 0.3
+    """With window_stats: weight of the squared size of the statistics' weights (standardised on the
+    adaptation windows), against the mean cross-entropy."""
     profiles: bool = True
     """Learn from windows normalised against their speaker's own statistics too, as the base model was trained, so the
     adapted model works with and without a voice profile: head, each window twice (population's and its speaker's,
@@ -262,14 +270,21 @@ def adapt(
     layers = settings.layers if settings.layers != "auto" else "all" if fewest >= settings.auto_all_from else "head"
     if progress:
         log.info("adapting %s (%d clips of the rarest label)", "every layer" if layers == "all" else layers, fewest)
+    own = _speaker_normalizations(norm, recorded.values(), train_settings.profile_clips[0]) if settings.profiles else {}
+    stats_l2 = settings.stats_l2 if settings.window_stats else None
     if layers == "head":
-        own = _speaker_normalizations(norm, recorded.values(), train_settings.profile_clips[0]) if settings.profiles else {}
-        history = _refit_heads(model, train_ws, norm, own, masks, weights, settings.head_l2)
+        model, history = _refit_heads(model, train_ws, norm, own, masks, weights, settings.head_l2, stats_l2)
     else:
         # Adam sees what training saw: warps, and (with profiles) a share of windows against their speaker's statistics.
         seen = train_settings if settings.profiles else dataclasses.replace(train_settings, profile_p=0.0)
         take = window_taker(train_ws, recorded, norm, seen)
         history = _fine_tune(model, layers, settings, progress, take, y_true, weights, train_settings, len(labels))
+        tuned = keras.models.load_model(base.keras_path, compile=False)
+        tuned.set_weights(model.get_weights())  # as trained, without Adam's frozen flags and optimiser
+        model = tuned
+        if stats_l2 is not None:  # then the statistics branch, with the tuned last layer
+            model, refit = _refit_heads(model, train_ws, norm, own, masks, weights, settings.head_l2, stats_l2)
+            history["refit"] = refit
 
     def predict(windows: np.ndarray) -> np.ndarray:
         return np.concatenate([model.predict(norm.apply(windows[i : i + 512]), verbose=0) for i in range(0, len(windows), 512)])
@@ -284,9 +299,8 @@ def adapt(
             return np.concatenate([bare.predict(n.apply(windows[i : i + 512]), verbose=0) for i in range(0, len(windows), 512)])
 
         before = evaluate_clips(predict_base, val_ws, labels, per_corpus)[1]
-    bare.set_weights(model.get_weights())
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves nothing behind
-    bare.save(out_dir / "model.keras")
+    model.save(out_dir / "model.keras")
     report = {
         "settings": train_settings.to_dict(),
         "adapt": {
@@ -348,8 +362,10 @@ def _speaker_normalizations(norm: Normalization, features, min_clips: int) -> di
     }
 
 
-def _refit_heads(model, ws, norm: Normalization, own: dict[str, Normalization], masks, weights, l2: float) -> dict:
-    """Each network's last dense layer refitted on its frozen embeddings of ``ws`` (and of ``own``'s views)."""
+def _refit_heads(model, ws, norm: Normalization, own: dict[str, Normalization], masks, weights, l2: float, stats_l2: float | None):
+    """Each network's last dense layer refitted on its frozen embeddings of ``ws`` (and of ``own``'s views); with
+    ``stats_l2``, jointly with a window-statistics branch (``with_window_stats``). Returns the model (rebuilt when a
+    branch was added) and what the fits did."""
     import keras
 
     speakers = ws.clip_speakers()[ws.clip]
@@ -357,22 +373,55 @@ def _refit_heads(model, ws, norm: Normalization, own: dict[str, Normalization], 
     views += [(np.flatnonzero(speakers == s), n) for s, n in own.items() if (speakers == s).any()]
     rows = np.concatenate([index for index, _ in views])
     history = {"profiled_speakers": len(views) - 1, "windows": len(rows), "loss_before": [], "loss_after": [], "iterations": []}
-    for net, head in _heads(model):
-        embed = keras.Model(net.inputs, head.input)
-        chunks = [embed.predict(n.apply(ws.take(index[i : i + 512])), verbose=0) for index, n in views for i in range(0, len(index), 512)]
-        W0, b0 = head.get_weights()
-        W, b, fit = fit_softmax_head(np.concatenate(chunks), ws.y[rows], masks[rows], weights[rows], W0, b0, l2)
-        head.set_weights([W.astype(np.float32), b.astype(np.float32)])
+    members = []
+    for net in _members(model):
+        parts = _head_parts(net)
+        embed = keras.Model(net.inputs, parts.head.input)
+        W0, b0 = parts.head.get_weights()
+        inputs = [embed]
+        if stats_l2 is not None:
+            inputs.append(keras.Model(net.inputs, parts.stats.output) if parts.stats else _window_stats_model(net))
+        chunks = [
+            [m.predict(n.apply(ws.take(index[i : i + 512])), verbose=0) for m in inputs]
+            for index, n in views
+            for i in range(0, len(index), 512)
+        ]
+        E = np.concatenate([c[0] for c in chunks])
+        l2s = np.full(len(W0), l2)
+        if stats_l2 is not None:
+            S = np.concatenate([c[1] for c in chunks]).astype(np.float64)
+            # Fitted on standardised statistics (one pull for all of them), folded back into the weights after.
+            mu, sd = S.mean(axis=0), S.std(axis=0) + 1e-3
+            V0 = parts.stats_dense.get_weights()[0].astype(np.float64) if parts.stats else np.zeros((S.shape[1], W0.shape[1]))
+            E = np.concatenate([E, (S - mu) / sd], axis=1)
+            b0 = b0 + mu @ V0
+            W0 = np.concatenate([W0, sd[:, None] * V0])
+            l2s = np.concatenate([l2s, np.full(S.shape[1], stats_l2)])
+        W, b, fit = fit_softmax_head(E, ws.y[rows], masks[rows], weights[rows], W0, b0, l2s)
+        if stats_l2 is not None:
+            d = len(parts.head.get_weights()[0])
+            V = W[d:] / sd[:, None]
+            W, b = W[:d], b - mu @ V
+            net = net if parts.stats else with_window_stats(net)
+            _head_parts(net).stats_dense.set_weights([V.astype(np.float32)])
+            history["window_stats"] = int(S.shape[1])
+        _head_parts(net).head.set_weights([W.astype(np.float32), b.astype(np.float32)])
+        members.append(net)
         for key in ("loss_before", "loss_after", "iterations"):
             history[key].append(fit[key])
-    return history
+    if len(members) == 1:
+        return members[0], history
+    from training.network import average_models
+
+    frames, coeffs = model.inputs[0].shape[1:]
+    return average_models(members, frames, coeffs), history
 
 
-def fit_softmax_head(embeddings, y, masks, weights, W0, b0, l2: float, max_iter: int = 300) -> tuple[np.ndarray, np.ndarray, dict]:
+def fit_softmax_head(embeddings, y, masks, weights, W0, b0, l2, max_iter: int = 300) -> tuple[np.ndarray, np.ndarray, dict]:
     """A dense softmax layer refitted to (embeddings, y), each row's softmax over its ``masks`` row, held near (W0, b0).
 
-    Minimises the weighted mean cross-entropy + ``l2`` * ||W - W0||^2 by L-BFGS (the bias is free). Labels no row
-    allows keep their trained weights exactly.
+    Minimises the weighted mean cross-entropy + ``l2`` * ||W - W0||^2 by L-BFGS (the bias is free); ``l2`` is one
+    weight, or one per input. Labels no row allows keep their trained weights exactly.
     """
     import scipy.optimize
 
@@ -383,6 +432,7 @@ def fit_softmax_head(embeddings, y, masks, weights, W0, b0, l2: float, max_iter:
     d, n_labels = W0.shape
     onehot = np.eye(n_labels)[y]
     W0, b0 = np.asarray(W0, np.float64), np.asarray(b0, np.float64)
+    pull = np.broadcast_to(np.asarray(l2, np.float64), (d,))[:, None]
 
     def loss_and_grad(theta):
         W, b = theta[: d * n_labels].reshape(d, n_labels), theta[d * n_labels :]
@@ -390,9 +440,9 @@ def fit_softmax_head(embeddings, y, masks, weights, W0, b0, l2: float, max_iter:
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)
-        loss = -np.sum(w * np.log(p[np.arange(len(y)), y] + 1e-12)) + l2 * np.sum((W - W0) ** 2)
+        loss = -np.sum(w * np.log(p[np.arange(len(y)), y] + 1e-12)) + np.sum(pull * (W - W0) ** 2)
         g = (p - onehot) * w[:, None]
-        return loss, np.concatenate([(E.T @ g + 2 * l2 * (W - W0)).ravel(), g.sum(axis=0)])
+        return loss, np.concatenate([(E.T @ g + 2 * pull * (W - W0)).ravel(), g.sum(axis=0)])
 
     theta0 = np.concatenate([W0.ravel(), b0])
     before = loss_and_grad(theta0)[0]
@@ -401,12 +451,83 @@ def fit_softmax_head(embeddings, y, masks, weights, W0, b0, l2: float, max_iter:
     return W, b, {"loss_before": round(float(before), 4), "loss_after": round(float(res.fun), 4), "iterations": int(res.nit)}
 
 
-def _heads(model):
-    """(network, its last dense layer) for each network: the model itself, or each member of an ensemble."""
+@dataclass
+class _HeadParts:
+    head: object
+    """The dense layer over the embedding (the last layer, or ``probs_embedding`` in a network with a branch)."""
+    stats: object | None = None
+    """The ``window_stats`` layer, in a network with a branch."""
+    stats_dense: object | None = None
+    """The ``probs_window_stats`` layer, in a network with a branch."""
+
+
+def _head_parts(net) -> _HeadParts:
+    names = {layer.name for layer in net.layers}
+    if "probs_window_stats" in names:
+        return _HeadParts(net.get_layer("probs_embedding"), net.get_layer("window_stats"), net.get_layer("probs_window_stats"))
+    return _HeadParts(net.layers[-1])
+
+
+def _members(model) -> list:
+    """Each network: the model itself, or each member of an ensemble."""
     import keras
 
-    members = [layer for layer in model.layers if isinstance(layer, keras.Model)] or [model]
-    return [(net, net.layers[-1]) for net in members]
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)] or [model]
+
+
+def _window_steps(x, coeffs: int):
+    """Per coefficient, over the window: the mean of the frames and of their positive part, and of the frame-to-frame
+    steps and of their positive part (4 x ``coeffs`` statistics: level, spread and movement), from layers with int8
+    kernels; the one fixed kernel holds only -1 and 1."""
+    from keras import layers
+
+    steps = layers.DepthwiseConv1D(2, use_bias=False, trainable=False, name="window_steps")
+    step = steps(x)
+    kernel = np.zeros((2, coeffs, 1), np.float32)
+    kernel[:, :, 0] = [[-1.0], [1.0]]  # each frame less the one before
+    steps.set_weights([kernel])
+    mean = layers.GlobalAveragePooling1D
+    parts = [
+        mean(name="frame_mean")(x),
+        mean(name="frame_positive_mean")(layers.ReLU(name="frame_positive")(x)),
+        mean(name="step_mean")(step),
+        mean(name="step_positive_mean")(layers.ReLU(name="step_positive")(step)),
+    ]
+    return layers.Concatenate(name="window_stats")(parts)
+
+
+def _window_stats_model(net):
+    import keras
+
+    inputs = keras.Input(net.inputs[0].shape[1:], name="mfcc")
+    return keras.Model(inputs, _window_steps(inputs, net.inputs[0].shape[-1]))
+
+
+def with_window_stats(net):
+    """``net`` with a second input to its softmax: a dense layer over statistics of the window itself (``_window_steps``),
+    starting at zero, so the network's output is unchanged until it is fitted. The embedding's dense layer keeps its
+    weights as ``probs_embedding``.
+
+    The statistics say what a new language or microphone does to level, spread and movement, where the frozen
+    network's embedding was learned on other voices (the module's docstring has what they bought). Every layer has an
+    int8 kernel, and the fixed one holds only -1 and 1.
+    """
+    import keras
+    from keras import layers
+
+    head = net.layers[-1]
+    labels = head.units
+    logits = layers.Add(name="logits")(
+        [
+            layers.Dense(labels, name="probs_embedding")(head.input),
+            layers.Dense(labels, use_bias=False, kernel_initializer="zeros", name="probs_window_stats")(
+                _window_steps(net.inputs[0], net.inputs[0].shape[-1])
+            ),
+        ]
+    )
+    out = keras.Model(net.inputs, layers.Softmax(name="probs")(logits), name=net.name)
+    out.get_layer("probs_embedding").set_weights(head.get_weights())
+    return out
 
 
 def _layers(model):
