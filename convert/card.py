@@ -78,6 +78,27 @@ def _crossval_lines(crossval: dict | None, base: dict | None = None) -> list[str
     return lines
 
 
+def adaptation_text(a: dict) -> str:
+    """How a model was adapted (``report["adapt"]`` of ``python -m training adapt``), as a clause of the card."""
+    stats = (
+        f"statistics of the window itself (level, spread and movement of each coefficient; weight {a.get('stats_l2', 0):g})"
+        if a.get("window_stats")
+        else ""
+    )
+    if a.get("layers", "all") != "head":
+        tuned = f"{a['layers']} layers fine-tuned, {a['epochs']} epochs at learning rate {a['learning_rate']:g}"
+        return tuned + (f", then the last layer refitted jointly with a new input to it, {stats}" if stats else "")
+    return (
+        f"each network's last layer refitted on its frozen embeddings, held to the trained one with weight {a.get('head_l2', 0):g}"
+        + (f", jointly with a new input to it, {stats}" if stats else "")
+        + (
+            f", from windows with and without their speaker's own statistics ({a['profiled_speakers']} speakers)"
+            if a.get("profiled_speakers")
+            else ""
+        )
+    )
+
+
 def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict | None = None) -> None:
     """Write the card beside the model."""
     m = contract.metrics
@@ -153,22 +174,7 @@ def write_card(path: Path, contract: ModelContract, report: dict, crossval: dict
     ]
     if m.get("adapted"):
         a = m["adapted"]
-        how = (
-            f"each network's last layer refitted on its frozen embeddings, held to the trained one with weight {a.get('head_l2', 0):g}"
-            + (
-                f", jointly with a new input to it, statistics of the window itself (level, spread and movement of each "
-                f"coefficient; weight {a.get('stats_l2', 0):g})"
-                if a.get("window_stats")
-                else ""
-            )
-            + (
-                f", from windows with and without their speaker's own statistics ({a['profiled_speakers']} speakers)"
-                if a.get("profiled_speakers")
-                else ""
-            )
-            if a.get("layers", "all") == "head"
-            else f"{a['layers']} layers fine-tuned, {a['epochs']} epochs at learning rate {a['learning_rate']:g}"
-        )
+        how = adaptation_text(a)
         lines += [
             "",
             f"Adapted from `{a['base']}` on the clips above: {how}; {a['augment_variants']} augmented copies per clip "

@@ -251,7 +251,7 @@ def test_adapt_fine_tunes_on_a_manifest_and_converts_and_the_curve_runs(clips, t
         for a, b in zip(layer.get_weights(), adapted_net.get_layer(layer.name).get_weights(), strict=True):
             assert np.array_equal(a, b), layer.name
     head = adapted_net.get_layer("probs_embedding").get_weights()
-    assert not np.array_equal(head[0], base_net.layers[-1].get_weights()[0]) and fit["window_stats"] == 4 * base_net.inputs[0].shape[-1]
+    assert not np.array_equal(head[0], base_net.layers[-1].get_weights()[0]) and fit["window_stats"] == 3 * base_net.inputs[0].shape[-1]
     assert np.abs(adapted_net.get_layer("probs_window_stats").get_weights()[0]).max() > 0
     model = Model(tmp_path / "adapted" / "int8" / "ser_cnn_int8.tflite")
     assert model.labels == tuple(report["labels"]) and model.contract.metrics["adapted"]["head_l2"] == 0.5
@@ -325,8 +325,8 @@ def test_the_refitted_head_learns_the_clips_within_their_labels_and_stays_near_t
 
 def test_the_window_statistics_branch_learns_what_the_frozen_network_cannot_and_converts_to_int8():
     """A window's level decides its label and a network that cannot see it (its kernel is zero) is refitted: the
-    head alone stays near chance, head and branch learn it; the statistics are folded back into the layers exactly
-    (the Keras model gives the fit's answer); a model adapted twice refits its branch in place; int8 converts."""
+    head alone stays near chance, head and branch learn it; a model adapted twice refits its branch in place, and
+    refuses to be refitted without it; int8 converts."""
     import keras
 
     from convert.int8 import to_int8_tflite
@@ -365,15 +365,15 @@ def test_the_window_statistics_branch_learns_what_the_frozen_network_cannot_and_
     alone, fit = _refit_heads(model, ws, plain, {}, masks, np.ones(120), 0.3, None)
     assert accuracy(alone) < 0.7 and "window_stats" not in fit
     both, fit = _refit_heads(model, ws, plain, {}, masks, np.ones(120), 0.3, 0.01)
-    assert accuracy(both) > 0.95 and fit["window_stats"] == 4 * coeffs and len(fit["loss_after"]) == 2
+    assert accuracy(both) > 0.95 and fit["window_stats"] == 3 * coeffs and len(fit["loss_after"]) == 2
     assert [layer.name for layer in both.layers if isinstance(layer, keras.Model)] == ["member0", "member1"]
     assert both.get_layer("member0").get_layer("window_steps").trainable is False
-    # The statistics the branch sees: the mean of each coefficient and of its positive part, of each step and of its.
+    # The statistics the branch sees: the mean of each coefficient, of its positive part and of its steps' positive part.
     stats = keras.Model(both.get_layer("member0").inputs, both.get_layer("member0").get_layer("window_stats").output).predict(
         x[:3], verbose=0
     )
     steps = np.diff(x[:3], axis=1)
-    expected = [x[:3].mean(axis=1), np.maximum(x[:3], 0).mean(axis=1), steps.mean(axis=1), np.maximum(steps, 0).mean(axis=1)]
+    expected = [x[:3].mean(axis=1), np.maximum(x[:3], 0).mean(axis=1), np.maximum(steps, 0).mean(axis=1)]
     np.testing.assert_allclose(stats, np.concatenate(expected, axis=1), atol=1e-5)
     # A new branch starts at zero: the network answers as before until it is fitted.
     net = members[0]
@@ -381,6 +381,8 @@ def test_the_window_statistics_branch_learns_what_the_frozen_network_cannot_and_
     # Adapting the adapted model again refits the same branch, and keeps what it learned under a strong pull.
     again, _ = _refit_heads(both, ws, plain, {}, masks, np.ones(120), 1e4, 1e4)
     assert again.get_layer("member0") is both.get_layer("member0") and accuracy(again) > 0.95
+    with pytest.raises(ValueError, match="already has window statistics"):
+        _refit_heads(both, ws, plain, {}, masks, np.ones(120), 0.3, None)
     tflite = to_int8_tflite(both, x)
     from ai_edge_litert.interpreter import Interpreter
 
@@ -394,6 +396,59 @@ def test_the_window_statistics_branch_learns_what_the_frozen_network_cannot_and_
         interpreter.invoke()
         right += int(interpreter.get_tensor(o["index"])[0, :2].argmax() == y[n])
     assert right >= 28  # of 30
+
+
+def test_the_window_statistics_are_folded_into_the_layers_exactly():
+    """The fit works on standardised statistics (far from zero and narrow here, as a level is); the Keras model it
+    writes gives the same probabilities as the fit itself, the standardisation folded into the weights and bias."""
+    import keras
+
+    from edge.model import Normalization
+    from training.adapt import STATS_SPREAD_FLOOR, _refit_heads, fit_softmax_head
+    from training.network import build_model
+
+    frames, coeffs, n_labels = 30, 4, 3
+    net = build_model("cnn1d", frames, coeffs, n_labels, width=2)
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 20)
+    x = rng.normal(size=(60, frames, coeffs)).astype(np.float32)
+    x[:, :, 1] = 40.0 + 0.5 * x[:, :, 1] + 0.3 * y[:, None]  # a level far from zero, a small spread
+    clips = [Clip(f"/x/{i}.wav", "x", "x_1", "female", EMOTIONS[y[i]]) for i in range(60)]
+    ws = WindowSet(
+        x.reshape(-1, coeffs), np.arange(60) * frames, frames, y, np.arange(60), np.ones(60, np.float32), clips, np.ones(60, bool)
+    )
+    masks = np.ones((60, n_labels), bool)
+    embed = keras.Model(net.inputs, net.layers[-1].input).predict(x, verbose=0)
+    W0, b0 = net.layers[-1].get_weights()
+    refitted, _ = _refit_heads(net, ws, Normalization("none"), {}, masks, np.ones(60), 0.3, 0.01)
+    S = keras.Model(refitted.inputs, refitted.get_layer("window_stats").output).predict(x, verbose=0).astype(np.float64)
+    mu, sd = S.mean(axis=0), np.maximum(S.std(axis=0), STATS_SPREAD_FLOOR)
+    assert np.abs(mu).max() > 30 and sd.min() < 1, "the case the fold-back must get right"
+    E = np.concatenate([embed, (S - mu) / sd], axis=1)
+    W_init = np.concatenate([W0, np.zeros((S.shape[1], n_labels))])
+    l2 = np.concatenate([np.full(len(W0), 0.3), np.full(S.shape[1], 0.01)])
+    W, b, _ = fit_softmax_head(E, y, masks, np.ones(60), W_init, b0, l2)
+    z = E @ W + b
+    expected = np.exp(z - z.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(refitted.predict(x, verbose=0), expected, atol=2e-4)
+    assert np.abs(W[len(W0) :]).max() > 0.1, "the statistics were used"
+
+
+def test_the_card_says_how_a_model_was_adapted():
+    from convert.card import adaptation_text
+
+    tuned = {"layers": "all", "epochs": 12, "learning_rate": 3e-4, "head_l2": 0.3, "stats_l2": 0.3}
+    assert adaptation_text({**tuned, "window_stats": True}) == (
+        "all layers fine-tuned, 12 epochs at learning rate 0.0003, then the last layer refitted jointly with a new input "
+        "to it, statistics of the window itself (level, spread and movement of each coefficient; weight 0.3)"
+    )
+    assert adaptation_text({**tuned, "window_stats": False}) == "all layers fine-tuned, 12 epochs at learning rate 0.0003"
+    head = adaptation_text({"layers": "head", "head_l2": 0.5, "window_stats": False, "profiled_speakers": 2})
+    assert head == (
+        "each network's last layer refitted on its frozen embeddings, held to the trained one with weight 0.5, "
+        "from windows with and without their speaker's own statistics (2 speakers)"
+    )
 
 
 def test_curve_refuses_shots_and_repeats_it_cannot_use(capsys):

@@ -45,7 +45,8 @@ The manifest is a CSV file, one clip per row:
 - gender and language columns are read too when the header names them.
 The header row is optional; commas, semicolons or tabs separate the columns; save as UTF-8.
 Each clip once. Under 20 clips of some label only the last layer is refitted (seconds); from 20
-of every label, every layer is fine-tuned (--layers to choose).
+of every label, every layer is fine-tuned first (--layers to choose). Either way the last layer
+also learns from statistics of the window itself (--no-window-stats to leave them out).
 """
 
 EXAMPLES = """examples:
@@ -329,13 +330,13 @@ def _add_adapt_args(p: argparse.ArgumentParser) -> None:
         "--head-l2",
         type=_pull,
         default=0.3,
-        help="--layers head: how strongly the refitted layer is held to the trained one (default 0.3; smaller follows your clips more)",
+        help="how strongly the refitted last layer is held to the one it starts from (default 0.3; smaller follows your clips more)",
     )
     p.add_argument(
         "--stats-l2",
         type=_pull,
         default=0.3,
-        help="how strongly the window-statistics input to the last layer is held to zero (default 0.3)",
+        help="how strongly the window-statistics input to the last layer is held to where it starts: zero, or an adapted model's own (default 0.3)",
     )
     p.add_argument(
         "--no-window-stats",

@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 LAYERS = ("auto", "head", "all", "top")
 
+STATS_SPREAD_FLOOR = 0.05
+"""Least spread a window statistic is standardised by: the statistics share one int8 tensor whose step is about
+0.015, so a statistic spread less than a few steps is mostly rounding."""
+
 
 @dataclass(frozen=True)
 class AdaptSettings:
@@ -75,14 +79,16 @@ class AdaptSettings:
     """layers=auto: clips per label from which every layer is fine-tuned (measured: below it the head alone did
     as well or better on the held-out corpora, from it Adam did better on three of four)."""
     head_l2: float = 0.3
-    """layers=head: weight of the squared distance of the refitted head from the trained one, against the mean
-    cross-entropy of the windows; smaller follows the clips more (chosen on ASED, nEMO, TurEV and SAVEE held out)."""
+    """Weight of the squared distance of the refitted last layer from the one it starts from (the trained one; after
+    Adam, the tuned one), against the mean cross-entropy of the windows; smaller follows the clips more (chosen on
+    ASED, nEMO, TurEV and SAVEE held out)."""
     window_stats: bool = True
     """Give each network's softmax a second input, statistics of the window itself (``with_window_stats``), fitted
     jointly with the last layer by L-BFGS (layers=head; after Adam for all and top)."""
     stats_l2: float = 0.3
-    """With window_stats: weight of the squared size of the statistics' weights (standardised on the
-    adaptation windows), against the mean cross-entropy."""
+    """With window_stats: weight of the squared distance of the statistics' weights (standardised on the adaptation
+    windows) from where they start (zero; an adapted model's own when it is adapted again), against the mean
+    cross-entropy."""
     profiles: bool = True
     """Learn from windows normalised against their speaker's own statistics too, as the base model was trained, so the
     adapted model works with and without a voice profile: head, each window twice (population's and its speaker's,
@@ -272,6 +278,7 @@ def adapt(
         log.info("adapting %s (%d clips of the rarest label)", "every layer" if layers == "all" else layers, fewest)
     own = _speaker_normalizations(norm, recorded.values(), train_settings.profile_clips[0]) if settings.profiles else {}
     stats_l2 = settings.stats_l2 if settings.window_stats else None
+    _check_stats_kept(model, stats_l2, base.keras_path)
     if layers == "head":
         model, history = _refit_heads(model, train_ws, norm, own, masks, weights, settings.head_l2, stats_l2)
     else:
@@ -307,6 +314,8 @@ def adapt(
             **settings.to_dict(),
             "layers": layers,
             "layers_asked": settings.layers,
+            # Whether the last layer now has window statistics (the setting, or a base adapted with them).
+            "window_stats": stats_l2 is not None,
             "base": str(base.keras_path),
             "base_data": base.provenance,
             "profiled_speakers": history.get("profiled_speakers"),
@@ -373,6 +382,7 @@ def _refit_heads(model, ws, norm: Normalization, own: dict[str, Normalization], 
     views += [(np.flatnonzero(speakers == s), n) for s, n in own.items() if (speakers == s).any()]
     rows = np.concatenate([index for index, _ in views])
     history = {"profiled_speakers": len(views) - 1, "windows": len(rows), "loss_before": [], "loss_after": [], "iterations": []}
+    _check_stats_kept(model, stats_l2, "the model")
     members = []
     for net in _members(model):
         parts = _head_parts(net)
@@ -391,7 +401,8 @@ def _refit_heads(model, ws, norm: Normalization, own: dict[str, Normalization], 
         if stats_l2 is not None:
             S = np.concatenate([c[1] for c in chunks]).astype(np.float64)
             # Fitted on standardised statistics (one pull for all of them), folded back into the weights after.
-            mu, sd = S.mean(axis=0), S.std(axis=0) + 1e-3
+            # A statistic that hardly varies gets no more than a few int8 steps' worth of weight.
+            mu, sd = S.mean(axis=0), np.maximum(S.std(axis=0), STATS_SPREAD_FLOOR)
             V0 = parts.stats_dense.get_weights()[0].astype(np.float64) if parts.stats else np.zeros((S.shape[1], W0.shape[1]))
             E = np.concatenate([E, (S - mu) / sd], axis=1)
             b0 = b0 + mu @ V0
@@ -468,6 +479,16 @@ def _head_parts(net) -> _HeadParts:
     return _HeadParts(net.layers[-1])
 
 
+def _check_stats_kept(model, stats_l2: float | None, name) -> None:
+    """An adapted model's window statistics are part of its last layer: refitting that layer without them would fit
+    another model than the one that runs."""
+    if stats_l2 is None and any(_head_parts(net).stats is not None for net in _members(model)):
+        raise ValueError(
+            f"{name} already has window statistics (it was adapted with them), and --no-window-stats cannot take them "
+            "out; adapt the model it was adapted from instead, or leave --no-window-stats off"
+        )
+
+
 def _members(model) -> list:
     """Each network: the model itself, or each member of an ensemble."""
     import keras
@@ -476,9 +497,9 @@ def _members(model) -> list:
 
 
 def _window_steps(x, coeffs: int):
-    """Per coefficient, over the window: the mean of the frames and of their positive part, and of the frame-to-frame
-    steps and of their positive part (4 x ``coeffs`` statistics: level, spread and movement), from layers with int8
-    kernels; the one fixed kernel holds only -1 and 1."""
+    """Per coefficient, over the window: the mean of the frames, of their positive part and of the positive part of
+    the frame-to-frame steps (3 x ``coeffs`` statistics: level, spread and movement), from layers with int8 kernels;
+    the one fixed kernel holds only -1 and 1."""
     from keras import layers
 
     steps = layers.DepthwiseConv1D(2, use_bias=False, trainable=False, name="window_steps")
@@ -490,7 +511,6 @@ def _window_steps(x, coeffs: int):
     parts = [
         mean(name="frame_mean")(x),
         mean(name="frame_positive_mean")(layers.ReLU(name="frame_positive")(x)),
-        mean(name="step_mean")(step),
         mean(name="step_positive_mean")(layers.ReLU(name="step_positive")(step)),
     ]
     return layers.Concatenate(name="window_stats")(parts)
